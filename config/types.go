@@ -1,0 +1,142 @@
+package config
+
+import "time"
+
+// Config is the whole gateway configuration, as decoded from YAML.
+// Field tags name the YAML keys documented in docs/config.md.
+type Config struct {
+	Listen            Listeners  `yaml:"listen"`
+	Path              string     `yaml:"path"`
+	TLS               TLS        `yaml:"tls"`
+	Proxy             Proxy      `yaml:"proxy"`
+	InsecurePlaintext bool       `yaml:"insecure_plaintext"`
+	Origins           Origins    `yaml:"origins"`
+	Auth              Auth       `yaml:"auth"`
+	Limits            Limits     `yaml:"limits"`
+	RateLimit         RateLimit  `yaml:"ratelimit"`
+	Redis             Redis      `yaml:"redis"`
+	Upstreams         []Upstream `yaml:"upstreams"`
+	Routes            []Route    `yaml:"routes"`
+	Admin             Admin      `yaml:"admin"`
+	DrainTimeout      Duration   `yaml:"drain_timeout"`
+	Log               Log        `yaml:"log"`
+}
+
+// Listeners is one address or a list of addresses ("host:port").
+type Listeners []string
+
+type TLS struct {
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	MinVersion string `yaml:"min_version"` // "1.2" or "1.3"
+}
+
+type Proxy struct {
+	TrustedCIDRs  []string `yaml:"trusted_cidrs"`
+	ProxyProtocol bool     `yaml:"proxy_protocol"`
+}
+
+type Origins struct {
+	Allowed     []string `yaml:"allowed"`
+	AllowAbsent bool     `yaml:"allow_absent"`
+}
+
+type Auth struct {
+	Timeout          Duration `yaml:"timeout"`
+	Header           bool     `yaml:"header"`
+	StaticTokensFile string   `yaml:"static_tokens_file"`
+	JWT              JWT      `yaml:"jwt"`
+	Tickets          Tickets  `yaml:"tickets"`
+	// ExtraTokens are added programmatically (never from YAML).
+	ExtraTokens []StaticToken `yaml:"-"`
+}
+
+type JWT struct {
+	HS256SecretFile string `yaml:"hs256_secret_file"`
+	JWKSFile        string `yaml:"jwks_file"`
+	Issuer          string `yaml:"issuer"`
+	Audience        string `yaml:"audience"`
+}
+
+type Tickets struct {
+	TTL Duration `yaml:"ttl"`
+}
+
+type Limits struct {
+	MaxMessageBytes     Size     `yaml:"max_message_bytes"`
+	MaxPreAuthBytes     Size     `yaml:"max_preauth_message_bytes"`
+	MaxHeaderBytes      Size     `yaml:"max_header_bytes"`
+	HandshakeTimeout    Duration `yaml:"handshake_timeout"`
+	MaxConnections      int      `yaml:"max_connections"`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"`
+	MaxPendingAuth      int      `yaml:"max_pending_auth"`
+	IdleTimeout         Duration `yaml:"idle_timeout"`
+	PingInterval        Duration `yaml:"ping_interval"`
+	WriteBufferBytes    Size     `yaml:"write_buffer_bytes"`
+}
+
+// Window is "at most Messages in any Window".
+type Window struct {
+	Messages int      `yaml:"messages"`
+	Window   Duration `yaml:"window"`
+}
+
+// CountWindow is "at most Count in any Window".
+type CountWindow struct {
+	Count  int      `yaml:"count"`
+	Window Duration `yaml:"window"`
+}
+
+type RateLimit struct {
+	PerConnection   Window      `yaml:"per_connection"`
+	PerSubject      Window      `yaml:"per_subject"`
+	HandshakesPerIP CountWindow `yaml:"handshakes_per_ip"`
+}
+
+type Redis struct {
+	URL       string `yaml:"url"`
+	OnFailure string `yaml:"on_failure"` // local | deny
+}
+
+type Upstream struct {
+	Name    string   `yaml:"name"`
+	Type    string   `yaml:"type"` // builtin | stdio | http
+	Command []string `yaml:"command"`
+	MinIdle int      `yaml:"min_idle"`
+	Max     int      `yaml:"max"`
+	URLs    []string `yaml:"urls"`
+	// Workers is the number of goroutines serving a builtin upstream (0 = GOMAXPROCS).
+	Workers int `yaml:"workers"`
+	// QueueDepth bounds the messages waiting for a worker (0 = 4096).
+	QueueDepth     int      `yaml:"queue_depth"`
+	RequestTimeout Duration `yaml:"request_timeout"`
+}
+
+type Route struct {
+	Path     string `yaml:"path"`
+	Upstream string `yaml:"upstream"`
+}
+
+type Admin struct {
+	Listen    string `yaml:"listen"`
+	TokenFile string `yaml:"token_file"`
+}
+
+type Log struct {
+	Format string `yaml:"format"` // text | json
+	Level  string `yaml:"level"`  // debug | info | warn | error
+}
+
+// Duration is a time.Duration decoded from a Go duration string ("5s").
+type Duration time.Duration
+
+// Size is a byte count decoded from an integer or a string such as "1MiB", "8KiB", "512".
+type Size int64
+
+// StaticToken is a token known only by its SHA-256, with the subject it names.
+// Tokens minted at run time (the embedded default's printed token) are added here
+// by the caller; they never come from YAML.
+type StaticToken struct {
+	SHA256Hex string
+	Subject   string
+}
