@@ -20,27 +20,37 @@ type Config struct {
 	Admin             Admin      `yaml:"admin"`
 	DrainTimeout      Duration   `yaml:"drain_timeout"`
 	Log               Log        `yaml:"log"`
+
+	// defaultRoute is true while Routes is the implicit route of Path to the
+	// first upstream (the file set no routes); ApplyEnv keeps it on Path.
+	defaultRoute bool
 }
 
 // Listeners is one address or a list of addresses ("host:port").
 type Listeners []string
 
+// TLS turns the main listeners into wss:// listeners. Both files must be set
+// together; they are reloaded when they change on disk.
 type TLS struct {
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	MinVersion string `yaml:"min_version"` // "1.2" or "1.3"
 }
 
+// Proxy describes the TLS-terminating load balancers in front of the gateway.
+// Only peers inside TrustedCIDRs may send PROXY protocol headers or X-Forwarded-*.
 type Proxy struct {
 	TrustedCIDRs  []string `yaml:"trusted_cidrs"`
 	ProxyProtocol bool     `yaml:"proxy_protocol"`
 }
 
+// Origins is the browser Origin allow-list checked before any upgrade.
 type Origins struct {
 	Allowed     []string `yaml:"allowed"`
 	AllowAbsent bool     `yaml:"allow_absent"`
 }
 
+// Auth configures how a connection authenticates (SPEC section 4.2, 4.3).
 type Auth struct {
 	Timeout          Duration `yaml:"timeout"`
 	Header           bool     `yaml:"header"`
@@ -51,6 +61,7 @@ type Auth struct {
 	ExtraTokens []StaticToken `yaml:"-"`
 }
 
+// JWT configures signed-token verification (HS256 secret and/or JWKS public keys).
 type JWT struct {
 	HS256SecretFile string `yaml:"hs256_secret_file"`
 	JWKSFile        string `yaml:"jwks_file"`
@@ -58,10 +69,12 @@ type JWT struct {
 	Audience        string `yaml:"audience"`
 }
 
+// Tickets configures single-use URL tickets for browsers.
 type Tickets struct {
 	TTL Duration `yaml:"ttl"`
 }
 
+// Limits bounds sizes, times and connection counts.
 type Limits struct {
 	MaxMessageBytes     Size     `yaml:"max_message_bytes"`
 	MaxPreAuthBytes     Size     `yaml:"max_preauth_message_bytes"`
@@ -87,41 +100,53 @@ type CountWindow struct {
 	Window Duration `yaml:"window"`
 }
 
+// RateLimit holds the sliding-window message and handshake limits.
 type RateLimit struct {
 	PerConnection   Window      `yaml:"per_connection"`
 	PerSubject      Window      `yaml:"per_subject"`
 	HandshakesPerIP CountWindow `yaml:"handshakes_per_ip"`
 }
 
+// Redis enables distributed mode (shared limits, tickets, revocation).
 type Redis struct {
 	URL       string `yaml:"url"`
 	OnFailure string `yaml:"on_failure"` // local | deny
 }
 
+// Upstream is one pool of MCP servers. Which fields apply depends on Type.
 type Upstream struct {
-	Name    string   `yaml:"name"`
-	Type    string   `yaml:"type"` // builtin | stdio | http
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // builtin | stdio | http
+	// Command is the argv of a stdio child (stdio only).
 	Command []string `yaml:"command"`
-	MinIdle int      `yaml:"min_idle"`
-	Max     int      `yaml:"max"`
-	URLs    []string `yaml:"urls"`
+	// MinIdle is the number of warm stdio children kept ready (stdio only).
+	MinIdle int `yaml:"min_idle"`
+	// Max is the number of stdio children in all (stdio only; 0 = 64).
+	Max int `yaml:"max"`
+	// URLs are the MCP Streamable HTTP endpoints (http only).
+	URLs []string `yaml:"urls"`
 	// Workers is the number of goroutines serving a builtin upstream (0 = GOMAXPROCS).
 	Workers int `yaml:"workers"`
 	// QueueDepth bounds the messages waiting for a worker (0 = 4096).
-	QueueDepth     int      `yaml:"queue_depth"`
+	QueueDepth int `yaml:"queue_depth"`
+	// RequestTimeout bounds one request to the upstream (0 = 60s).
 	RequestTimeout Duration `yaml:"request_timeout"`
 }
 
+// Route sends WebSocket upgrades on Path to the upstream named Upstream.
 type Route struct {
 	Path     string `yaml:"path"`
 	Upstream string `yaml:"upstream"`
 }
 
+// Admin is the admin listener (/metrics, /healthz, /readyz, /admin/*).
+// An empty Listen disables it.
 type Admin struct {
 	Listen    string `yaml:"listen"`
 	TokenFile string `yaml:"token_file"`
 }
 
+// Log configures the process log.
 type Log struct {
 	Format string `yaml:"format"` // text | json
 	Level  string `yaml:"level"`  // debug | info | warn | error

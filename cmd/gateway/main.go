@@ -1,0 +1,162 @@
+// Command gateway is the secure WebSocket front door for MCP servers.
+//
+//	gateway serve [-c FILE]                      run (no file: the safe embedded default)
+//	gateway check -c FILE                        validate a config, print it redacted
+//	gateway token -c FILE --sub NAME [--ttl 1h]  mint an HS256 JWT from the configured secret
+//
+// Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/config"
+)
+
+const usage = `usage:
+  gateway serve [-c FILE] [-log-format text|json] [-log-level info]
+  gateway check -c FILE
+  gateway token -c FILE --sub NAME [--ttl 1h]
+`
+
+// exitError carries an exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func usageErr(format string, a ...any) error {
+	return &exitError{2, fmt.Errorf(format, a...)}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stdout, stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout)
+	case "token":
+		err = cmdToken(args[1:], stdout)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "gateway: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "gateway: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return 2
+	}
+	return 1
+}
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageErr("%s: %v", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+// loadConfig reads a config file; any problem is a config error (exit 2).
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, &exitError{2, err}
+	}
+	return cfg, nil
+}
+
+func cmdCheck(args []string, stdout io.Writer) error {
+	fs := newFlags("check")
+	path := fs.String("c", "", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usageErr("check: -c FILE is required")
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	// Loading the credentials proves the files are usable, not just present.
+	if _, err := auth.New(cfg.Auth); err != nil {
+		return &exitError{2, err}
+	}
+	_, err = stdout.Write(cfg.Redacted())
+	return err
+}
+
+func cmdToken(args []string, stdout io.Writer) error {
+	fs := newFlags("token")
+	path := fs.String("c", "", "config file")
+	sub := fs.String("sub", "", "subject (principal) the token names")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" || *sub == "" {
+		return usageErr("token: -c FILE and --sub NAME are required")
+	}
+	if *ttl <= 0 {
+		return usageErr("token: --ttl must be positive")
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	if cfg.Auth.JWT.HS256SecretFile == "" {
+		return usageErr("token: auth.jwt.hs256_secret_file is not configured")
+	}
+	secret, err := auth.LoadHS256Secret(cfg.Auth.JWT.HS256SecretFile)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	tok, err := auth.MintHS256(secret, *sub, *ttl, cfg.Auth.JWT.Issuer, cfg.Auth.JWT.Audience)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}

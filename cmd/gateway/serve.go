@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcpgate/gateway/admin"
+	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/metrics"
+	"github.com/mcpgate/gateway/ratelimit"
+	"github.com/mcpgate/gateway/reactor"
+	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/upstream"
+	"github.com/mcpgate/gateway/upstream/builtin"
+)
+
+func cmdServe(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve")
+	path := fs.String("c", "", "config file (default: the embedded default)")
+	logFormat := fs.String("log-format", "", "text or json (overrides log.format)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var (
+		cfg      *config.Config
+		err      error
+		demoTokn string
+	)
+	if *path == "" {
+		// The embedded default: loopback only, the builtin demo server, and
+		// a random token printed once, like a notebook server.
+		cfg = config.Default()
+		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+			return &exitError{2, err}
+		}
+		demoTokn, err = auth.GenerateToken()
+		if err != nil {
+			return err
+		}
+		cfg.Auth.ExtraTokens = append(cfg.Auth.ExtraTokens, config.StaticToken{
+			SHA256Hex: auth.HashToken(demoTokn), Subject: "local"})
+		if err := cfg.Validate(); err != nil {
+			return &exitError{2, err}
+		}
+	} else if cfg, err = loadConfig(*path); err != nil {
+		return err
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	verifier, err := auth.New(cfg.Auth)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	m := metrics.New()
+	ups := map[string]upstream.Upstream{}
+	for _, u := range cfg.Upstreams {
+		switch u.Type {
+		case "builtin":
+			b := builtin.New(u.Name, u.Workers, u.QueueDepth)
+			ups[u.Name] = b
+			defer b.Close()
+		default:
+			return &exitError{2, fmt.Errorf("upstreams: %q: type %q is not supported by this build yet (use builtin)", u.Name, u.Type)}
+		}
+	}
+	routes := make([]reactor.Route, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		routes = append(routes, reactor.Route{Path: r.Path, Upstream: ups[r.Upstream]})
+	}
+	var subj ratelimit.SubjectLimiter
+	if ps := cfg.RateLimit.PerSubject; ps.Messages > 0 {
+		l := ratelimit.NewLocalSubjectLimiter(ratelimit.Limit{N: ps.Messages, Window: time.Duration(ps.Window)})
+		subj = l
+	}
+	srv, err := reactor.New(reactor.Options{
+		Config: cfg, Verifier: verifier, Routes: routes, Table: session.NewTable(),
+		Metrics: m, Log: log, SubjectLimiter: subj,
+	})
+	if err != nil {
+		return &exitError{2, err}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var adm *admin.Server
+	if cfg.Admin.Listen != "" {
+		adm, err = admin.New(cfg.Admin.Listen, m, func() bool { return !srv.Draining() })
+		if err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		go func() {
+			if err := adm.Serve(); err != nil {
+				log.Error("admin listener failed", "error", err)
+			}
+		}()
+		log.Info("admin listening", "addr", adm.Addr())
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-serveErr:
+		return fmt.Errorf("listen: %w", err)
+	}
+	if demoTokn != "" {
+		printWelcome(stderr, cfg, demoTokn)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case sig := <-sigs:
+		log.Info("draining", "signal", sig.String(), "drain_timeout", time.Duration(cfg.DrainTimeout).String())
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout))
+		go func() { // a second signal skips the drain
+			select {
+			case <-sigs:
+				dcancel()
+			case <-dctx.Done():
+			}
+		}()
+		srv.Drain(dctx)
+		dcancel()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Stop(sctx)
+		scancel()
+		<-serveErr
+	case err := <-serveErr:
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	if adm != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = adm.Shutdown(sctx)
+		scancel()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(l config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format: %q is not text or json", l.Format)
+}
+
+// printWelcome prints the demo token once, with a client to paste.
+func printWelcome(w io.Writer, cfg *config.Config, token string) {
+	url := "ws://" + cfg.Listen[0] + cfg.Path
+	fmt.Fprintf(w, `
+  MCP gateway is running on its embedded default (loopback only, builtin demo server).
+  Access token (printed once, not stored):
+
+      %s
+
+  Try it (Node 20; wscat is fetched from npm):
+
+      npx -y wscat@6 -s mcp -c %s
+      > {"type":"auth","token":"%s"}
+      > {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}
+
+  Metrics: http://%s/metrics    Stop: Ctrl-C
+
+`, token, url, token, strings.TrimSpace(cfg.Admin.Listen))
+}

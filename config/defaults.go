@@ -1,0 +1,78 @@
+package config
+
+import "time"
+
+// Per-upstream defaults, filled in by Parse (and in Default) for fields left at 0.
+const (
+	// DefaultStdioMax is an stdio upstream's max when the file leaves it at 0.
+	DefaultStdioMax = 64
+	// DefaultQueueDepth is a builtin upstream's queue_depth when left at 0.
+	DefaultQueueDepth = 4096
+	// DefaultRequestTimeout is an upstream's request_timeout when left at 0.
+	DefaultRequestTimeout = 60 * time.Second
+	// ReservedFDs are the file descriptors EffectiveMaxConnections keeps back
+	// for listeners, upstream children and sockets, log files and Redis.
+	ReservedFDs = 64
+)
+
+// Default returns the embedded default configuration. It is the single source
+// of defaults: Load decodes a file over it, `gateway serve` without -c runs it
+// (after adding a random token to Auth.ExtraTokens, since it configures no
+// other credential and Validate refuses an empty auth configuration), and
+// docs/config.md documents these values. Each call returns a fresh copy.
+func Default() *Config {
+	return &Config{
+		Listen: Listeners{"127.0.0.1:8080"},
+		Path:   "/mcp",
+		TLS:    TLS{MinVersion: "1.2"},
+		Proxy:  Proxy{TrustedCIDRs: []string{}},
+		Origins: Origins{
+			Allowed:     []string{},
+			AllowAbsent: true,
+		},
+		Auth: Auth{
+			Timeout: Duration(5 * time.Second),
+			Header:  true,
+			Tickets: Tickets{TTL: Duration(30 * time.Second)},
+		},
+		Limits: Limits{
+			MaxMessageBytes:     1 << 20,
+			MaxPreAuthBytes:     16 << 10,
+			MaxHeaderBytes:      8 << 10,
+			HandshakeTimeout:    Duration(10 * time.Second),
+			MaxConnections:      0,
+			MaxConnectionsPerIP: 256,
+			MaxPendingAuth:      20000,
+			IdleTimeout:         Duration(120 * time.Second),
+			PingInterval:        Duration(30 * time.Second),
+			WriteBufferBytes:    4 << 20,
+		},
+		RateLimit: RateLimit{
+			PerConnection:   Window{Messages: 100, Window: Duration(10 * time.Second)},
+			PerSubject:      Window{Messages: 1000, Window: Duration(10 * time.Second)},
+			HandshakesPerIP: CountWindow{Count: 30, Window: Duration(10 * time.Second)},
+		},
+		Redis:        Redis{URL: "", OnFailure: "local"},
+		Upstreams:    []Upstream{defaultUpstream(Upstream{Name: "demo", Type: "builtin"})},
+		Routes:       []Route{{Path: "/mcp", Upstream: "demo"}},
+		Admin:        Admin{Listen: "127.0.0.1:9090"},
+		DrainTimeout: Duration(30 * time.Second),
+		Log:          Log{Format: "text", Level: "info"},
+
+		defaultRoute: true,
+	}
+}
+
+// defaultUpstream fills the per-upstream defaults into the fields left at 0.
+func defaultUpstream(u Upstream) Upstream {
+	if u.Type == "stdio" && u.Max == 0 {
+		u.Max = DefaultStdioMax
+	}
+	if u.Type == "builtin" && u.QueueDepth == 0 {
+		u.QueueDepth = DefaultQueueDepth
+	}
+	if u.RequestTimeout == 0 {
+		u.RequestTimeout = Duration(DefaultRequestTimeout)
+	}
+	return u
+}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"net/url"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Redacted returns the effective configuration as YAML, as `gateway check`
+// prints it: every setting with its value after defaults and overrides, the
+// password of redis.url replaced by "REDACTED" (an unparseable URL is replaced
+// whole) and Auth.ExtraTokens never printed. File paths are printed, never the
+// files' contents.
+func (c *Config) Redacted() []byte {
+	cp := *c
+	cp.Redis.URL = RedactURL(c.Redis.URL)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&cp); err != nil {
+		return []byte(fmt.Sprintf("# cannot print the configuration: %v\n", err))
+	}
+	enc.Close()
+	return buf.Bytes()
+}
+
+// RedactURL returns raw with its password (user info password or a
+// "password" query parameter) replaced by "REDACTED"; a URL that does not
+// parse is replaced whole. Use it to log redis.url.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "REDACTED"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		}
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "REDACTED")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// UpstreamByName returns the upstream called name, or nil.
+func (c *Config) UpstreamByName(name string) *Upstream {
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Name == name {
+			return &c.Upstreams[i]
+		}
+	}
+	return nil
+}
+
+// EffectiveMaxConnections returns limits.max_connections, or when it is 0,
+// 90 % of the process's soft RLIMIT_NOFILE minus ReservedFDs, at least 1.
+// (Go raises the soft limit to the hard limit at start on Linux, so this is
+// normally 90 % of the hard limit.)
+func (c *Config) EffectiveMaxConnections() int {
+	if c.Limits.MaxConnections > 0 {
+		return c.Limits.MaxConnections
+	}
+	soft, ok := softNOFILE()
+	if !ok {
+		soft = 1024
+	}
+	return maxConnsFromLimit(soft)
+}
+
+func maxConnsFromLimit(soft uint64) int {
+	if soft > math.MaxInt32 {
+		soft = math.MaxInt32
+	}
+	n := int64(soft)*9/10 - ReservedFDs
+	if n < 1 {
+		return 1
+	}
+	return int(n)
+}

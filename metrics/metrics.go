@@ -1,0 +1,100 @@
+// Package metrics owns the gateway's Prometheus collectors (SPEC 6) and the
+// registry /metrics serves. It uses the official client library
+// (github.com/prometheus/client_golang): its text exposition, histograms and
+// registry are what every Prometheus server expects, and hand-written
+// exposition is a classic source of subtle format bugs.
+//
+// Labels are always from small fixed sets (results, close codes, reasons,
+// upstream names from the config); never a subject, an address or a token.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every collector. The zero value is not usable; call New.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	ConnectionsOpen  prometheus.Gauge
+	PendingAuth      prometheus.Gauge
+	Handshakes       *prometheus.CounterVec // result
+	Closes           *prometheus.CounterVec // code
+	AuthFailures     *prometheus.CounterVec // reason
+	Rejected         *prometheus.CounterVec // reason
+	RateLimit        *prometheus.CounterVec // limiter, decision
+	MessagesIn       prometheus.Counter
+	MessagesOut      prometheus.Counter
+	UpstreamRequests *prometheus.CounterVec // upstream
+	UpstreamErrors   *prometheus.CounterVec // upstream, kind
+	UpstreamLatency  *prometheus.HistogramVec
+	WorkerPoolSize   *prometheus.GaugeVec // upstream
+	WorkerPoolBusy   *prometheus.GaugeVec // upstream
+	RedisErrors      prometheus.Counter
+	closeByCode      [5000]prometheus.Counter
+}
+
+// New registers every collector on a fresh registry, with the Go runtime and
+// process collectors beside them.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		ConnectionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_connections_open", Help: "WebSocket connections open (all states)."}),
+		PendingAuth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_connections_pending_auth", Help: "Connections upgraded but not yet authenticated."}),
+		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_handshakes_total", Help: "Upgrade attempts by result (ok or the HTTP status refused with, or timeout)."}, []string{"result"}),
+		Closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_closes_total", Help: "Connections closed, by WebSocket close code (0: closed before or without a WebSocket close)."}, []string{"code"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_auth_failures_total", Help: "Failed authentications by reason."}, []string{"reason"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_messages_rejected_total", Help: "Inbound messages refused, by reason."}, []string{"reason"}),
+		RateLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_ratelimit_decisions_total", Help: "Rate-limit decisions by limiter and decision."}, []string{"limiter", "decision"}),
+		MessagesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_messages_in_total", Help: "Text messages relayed from clients to upstreams."}),
+		MessagesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_messages_out_total", Help: "Text messages sent to clients."}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_upstream_requests_total", Help: "Messages handed to each upstream."}, []string{"upstream"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_upstream_errors_total", Help: "Upstream failures by kind."}, []string{"upstream", "kind"}),
+		UpstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gateway_upstream_latency_seconds", Help: "Time from handing a request to an upstream to its answer.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"upstream"}),
+		WorkerPoolSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_worker_pool_size", Help: "Workers in each upstream pool."}, []string{"upstream"}),
+		WorkerPoolBusy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_worker_pool_busy", Help: "Workers busy in each upstream pool."}, []string{"upstream"}),
+		RedisErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_redis_errors_total", Help: "Failed Redis calls."}),
+	}
+	r.MustRegister(m.ConnectionsOpen, m.PendingAuth, m.Handshakes, m.Closes, m.AuthFailures,
+		m.Rejected, m.RateLimit, m.MessagesIn, m.MessagesOut, m.UpstreamRequests, m.UpstreamErrors,
+		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{"ok", "400", "401", "403", "404", "429", "431", "503", "timeout"} {
+		m.Handshakes.WithLabelValues(r)
+	}
+	return m
+}
+
+// Close counts one closed connection; the counters for valid codes are
+// cached so the close path does no label hashing.
+func (m *Metrics) Close(code int) {
+	if code < 0 || code >= len(m.closeByCode) {
+		code = 0
+	}
+	c := m.closeByCode[code]
+	if c == nil {
+		c = m.Closes.WithLabelValues(strconv.Itoa(code))
+		m.closeByCode[code] = c // benign race: same value from any goroutine
+	}
+	c.Inc()
+}

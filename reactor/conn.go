@@ -1,0 +1,348 @@
+package reactor
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/frame"
+	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/upstream"
+)
+
+// conn is one client connection: its session record, frame reader and
+// upstream session. Fields without atomics belong to the connection's loop.
+type conn struct {
+	sess session.Session
+	rd   frame.Reader
+	gc   gnet.Conn
+	srv  *Server
+	up   upstream.Session
+
+	dead        atomic.Bool // OnClose ran; workers stop delivering
+	closeReason string
+	closeCode   uint16
+	status      int16 // HTTP status answered to the upgrade (101 on success)
+	reject      int16 // status decided at accept time, sent once the request is in
+	retryAfter  int16
+	counted     bool   // holds a pending-auth and per-IP slot
+	closedBy    string // "server" or "client"
+}
+
+// onTraffic reads as many complete frames as are buffered.
+func (c *conn) onTraffic() gnet.Action {
+	now := time.Now().UnixNano()
+	if c.sess.State == session.Handshake {
+		done, act := c.handshake(now)
+		if !done {
+			return act
+		}
+	}
+	if c.sess.State == session.Closing {
+		_, _ = c.gc.Discard(-1)
+		return gnet.None
+	}
+	in, _ := c.gc.Peek(-1)
+	if len(in) == 0 {
+		return gnet.None
+	}
+	c.sess.LastSeen = now
+	consumed := 0
+	for len(in) > 0 {
+		limit := c.srv.lim.maxMsg
+		if c.sess.State != session.Open {
+			limit = c.srv.lim.maxPreAuth
+		}
+		ev, n, err := c.rd.Next(in, limit)
+		if err != nil {
+			ce, _ := err.(*frame.CloseError)
+			code, reason := ws.StatusProtocolError, "Protocol error"
+			if ce != nil {
+				code, reason = ce.Code, ce.Reason
+			}
+			if code == ws.StatusMessageTooBig {
+				c.srv.m.Rejected.WithLabelValues("too_big").Inc()
+			}
+			_, _ = c.gc.Discard(-1)
+			return c.fail(code, reason)
+		}
+		if n == 0 {
+			break
+		}
+		in = in[n:]
+		consumed += n
+		if act := c.onEvent(&ev, now); act != gnet.None {
+			_, _ = c.gc.Discard(-1)
+			return act
+		}
+	}
+	if consumed > 0 { // gnet's Discard(0) would drop everything buffered
+		_, _ = c.gc.Discard(consumed)
+	}
+	return gnet.None
+}
+
+func (c *conn) onEvent(ev *frame.Event, now int64) gnet.Action {
+	switch ev.Kind {
+	case frame.Text:
+		act := c.onText(ev.Payload, now)
+		c.rd.Release()
+		return act
+	case frame.Binary:
+		c.srv.m.Rejected.WithLabelValues("binary").Inc()
+		return c.fail(ws.StatusUnsupportedData, "Binary messages are not supported")
+	case frame.Ping:
+		b := getBuf(frame.MaxHeaderLen(len(ev.Payload)) + len(ev.Payload))
+		*b = frame.AppendPong((*b)[:0], ev.Payload)
+		act := c.write(*b)
+		putBuf(b)
+		return act
+	case frame.Pong:
+		c.sess.PingSent = 0
+	case frame.Close:
+		code := ev.CloseCode
+		if code == ws.StatusNoStatusRcvd {
+			code = ws.StatusNormalClosure
+		}
+		c.closedBy = "client"
+		c.closeCode = uint16(ev.CloseCode)
+		c.closeReason = string(ev.CloseReason)
+		c.sess.State = session.Closing
+		var buf [4]byte
+		_, _ = c.gc.Write(frame.AppendClose(buf[:0], code, ""))
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+func (c *conn) onText(msg []byte, now int64) gnet.Action {
+	s := c.srv
+	if c.sess.State == session.PendingAuth {
+		token, v := session.ParseAuth(msg)
+		if v == session.AuthAccepted {
+			p, err := s.opt.Verifier.Verify(token)
+			if err == nil {
+				if !c.authenticated(now, p.Subject) {
+					return gnet.Close
+				}
+				b := getBuf(64)
+				*b = frame.AppendText((*b)[:0], session.AppendAuthOK(nil, c.sess.ID()))
+				act := c.write(*b)
+				putBuf(b)
+				return act
+			}
+			s.m.AuthFailures.WithLabelValues(auth.Reason(err)).Inc()
+			v = session.AuthRejected
+		} else if v == session.AuthNotJSON {
+			s.m.AuthFailures.WithLabelValues("not_json").Inc()
+		} else {
+			s.m.AuthFailures.WithLabelValues("not_auth_frame").Inc()
+		}
+		code, reason := v.CloseFor()
+		return c.fail(code, reason)
+	}
+	if c.sess.State != session.Open {
+		return gnet.None
+	}
+	if !utf8.Valid(msg) { // frame checks this; kept as a cheap guard for other readers
+		return c.fail(ws.StatusInvalidFramePayloadData, "Invalid UTF-8")
+	}
+	c.sess.MsgsIn++
+	if l := s.lim.perConn; l.Enabled() && !c.sess.Rate.Allow(now, l.N, int64(l.Window)) {
+		s.m.RateLimit.WithLabelValues("connection", "deny").Inc()
+		return c.fail(ws.StatusPolicyViolation, "Rate limit exceeded")
+	}
+	env, err := mcp.Scan(msg)
+	switch err {
+	case nil:
+	case mcp.ErrParse:
+		s.m.Rejected.WithLabelValues("parse_error").Inc()
+		return c.replyError(nil, mcp.CodeParseError, "Parse error", nil)
+	default:
+		s.m.Rejected.WithLabelValues("invalid_request").Inc()
+		return c.replyError(env.ID, mcp.CodeInvalidRequest, "Invalid Request", nil)
+	}
+	if sl := s.opt.SubjectLimiter; sl != nil {
+		if ok, retry := sl.Allow(c.sess.Subject, time.Unix(0, now)); !ok {
+			s.m.RateLimit.WithLabelValues("subject", "deny").Inc()
+			if env.Kind == mcp.KindRequest {
+				data := strconv.AppendInt([]byte(`{"retry_after_ms":`), retry.Milliseconds(), 10)
+				data = append(data, '}')
+				return c.replyError(env.ID, mcp.CodeRateLimited, "Rate limit exceeded", data)
+			}
+			return gnet.None // notifications, responses and batches are dropped
+		}
+	}
+	buf := upstream.GetBuffer(len(msg))
+	copy(buf, msg)
+	if err := c.up.Send(buf); err != nil {
+		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
+		if env.Kind == mcp.KindRequest {
+			return c.replyError(env.ID, mcp.CodeInternal, "Upstream busy", nil)
+		}
+		return gnet.None
+	}
+	s.m.MessagesIn.Inc()
+	return gnet.None
+}
+
+// authenticated moves the connection to Open and gives it its upstream session.
+func (c *conn) authenticated(now int64, subject string) bool {
+	s := c.srv
+	up, err := s.opt.Routes[c.sess.RouteIdx].Upstream.Open(c)
+	if err != nil {
+		c.srv.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "open").Inc()
+		c.fail(ws.StatusCode(1013), "No worker available")
+		return false
+	}
+	c.up = up
+	s.table.SetSubject(&c.sess, subject)
+	c.sess.State = session.Open
+	if c.counted {
+		s.pending.Add(-1)
+		s.m.PendingAuth.Dec()
+	}
+	c.sess.LastSeen = now
+	c.sess.Deadline.Store(now + s.lim.ping)
+	s.log.Info("conn open", "remote", c.sess.Remote.String(), "subject", subject,
+		"route", s.opt.Routes[c.sess.RouteIdx].Path, "session", c.sess.ID())
+	return true
+}
+
+func (c *conn) replyError(id []byte, code int, msg string, data []byte) gnet.Action {
+	b := getBuf(256)
+	body := mcp.AppendError(nil, id, code, msg, data)
+	*b = frame.AppendText((*b)[:0], body)
+	act := c.write(*b)
+	putBuf(b)
+	return act
+}
+
+// write sends bytes from the loop. gnet copies what the socket does not take
+// at once into the connection's outbound buffer, which has no cap of its
+// own: a reader that lets it grow past write_buffer_bytes is cut.
+func (c *conn) write(b []byte) gnet.Action {
+	_, _ = c.gc.Write(b)
+	if int64(c.gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
+		return c.failSlow()
+	}
+	return gnet.None
+}
+
+func (c *conn) failSlow() gnet.Action {
+	c.srv.m.Rejected.WithLabelValues("slow_consumer").Inc()
+	c.closedBy = "server"
+	c.closeCode = uint16(ws.StatusPolicyViolation)
+	c.closeReason = "Slow consumer"
+	c.sess.State = session.Closing
+	// The backlog is what is slow; the close frame cannot jump it, so close.
+	return gnet.Close
+}
+
+// fail sends a close frame with code and reason and asks gnet to close; gnet
+// flushes the frame before closing the socket.
+func (c *conn) fail(code ws.StatusCode, reason string) gnet.Action {
+	if c.sess.State == session.Closing {
+		return gnet.Close
+	}
+	c.closedBy = "server"
+	c.closeCode = uint16(code)
+	c.closeReason = reason
+	c.sess.State = session.Closing
+	var buf [2 + 2 + 125]byte
+	_, _ = c.gc.Write(frame.AppendClose(buf[:0], code, reason))
+	return gnet.Close
+}
+
+// closeNow is fail for code running outside OnTraffic (deadlines, drain,
+// revocation): it must be called on the connection's loop.
+func (c *conn) closeNow(code ws.StatusCode, reason string) {
+	if c.dead.Load() {
+		return
+	}
+	if c.sess.State == session.Handshake {
+		_ = c.gc.EventLoop().Close(c.gc)
+		return
+	}
+	c.fail(code, reason)
+	_ = c.gc.EventLoop().Close(c.gc)
+}
+
+// runOnLoop schedules f on the connection's event loop.
+func (c *conn) runOnLoop(f func()) {
+	if c.dead.Load() {
+		return
+	}
+	_ = c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if !c.dead.Load() {
+			f()
+		}
+		return nil
+	}))
+}
+
+// Deliver is the upstream.Sink side: it frames one message from an upstream
+// worker and queues it on the connection's loop. It runs on worker goroutines.
+func (c *conn) Deliver(msg []byte) {
+	if c.dead.Load() {
+		return
+	}
+	n := int64(frame.MaxHeaderLen(len(msg)) + len(msg))
+	if c.sess.OutPending.Load()+n > c.srv.lim.writeCap {
+		c.runOnLoop(func() {
+			c.failSlow()
+			_ = c.gc.EventLoop().Close(c.gc)
+		})
+		return
+	}
+	b := getBuf(int(n))
+	*b = frame.AppendText((*b)[:0], msg)
+	c.sess.OutPending.Add(n)
+	c.sess.MsgsOut.Add(1)
+	err := c.gc.AsyncWrite(*b, func(gc gnet.Conn, err error) error {
+		c.sess.OutPending.Add(-n)
+		putBuf(b)
+		if err == nil && c.sess.State != session.Closing &&
+			int64(gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
+			c.failSlow()
+			_ = gc.EventLoop().Close(gc)
+		}
+		return nil
+	})
+	if err != nil {
+		c.sess.OutPending.Add(-n)
+		putBuf(b)
+		return
+	}
+	c.srv.m.MessagesOut.Inc()
+}
+
+// Buffers for outbound frames. Loop writes are copied by gnet when the socket
+// is full, and AsyncWrite buffers come back in its callback, so every buffer
+// returns to the pool at once.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf(n int) *[]byte {
+	b := bufPool.Get().(*[]byte)
+	if cap(*b) < n {
+		nb := make([]byte, 0, n)
+		return &nb
+	}
+	return b
+}
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 1<<20 {
+		return // don't keep rare huge buffers alive
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}

@@ -1,0 +1,374 @@
+// Package reactor owns the network edge: gnet v2 event loops (one per core)
+// that accept TCP connections, parse the HTTP upgrade from peeked bytes,
+// read WebSocket frames with package frame, drive each connection through the
+// session states (handshake, auth, open, closing), apply the per-connection
+// and per-IP limits, and hand authenticated messages to upstream sessions.
+//
+// Nothing here blocks an event loop: token checks are memory-only, limiters
+// answer from memory, and upstream Send is a non-blocking queue push. Replies
+// come back from upstream goroutines through gnet's AsyncWrite. There is no
+// goroutine per connection; an idle connection holds its session record, its
+// frame reader state and gnet's connection object, nothing else.
+//
+// gnet has no deadlines, so one sweeper goroutine scans the session table
+// every 100 ms and schedules expired connections (handshake, auth, ping,
+// idle) back onto their own loops.
+package reactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/logging"
+
+	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/metrics"
+	"github.com/mcpgate/gateway/ratelimit"
+	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/upstream"
+)
+
+// Verifier checks a bearer token and names its principal.
+type Verifier interface {
+	Verify(token string) (auth.Principal, error)
+}
+
+// Route maps an upgrade path to the upstream that serves it.
+type Route struct {
+	Path     string
+	Upstream upstream.Upstream
+}
+
+// Options is everything a Server needs; the caller provisions it from the
+// validated config.
+type Options struct {
+	Config         *config.Config
+	Verifier       Verifier
+	Routes         []Route
+	Table          *session.Table
+	Metrics        *metrics.Metrics
+	Log            *slog.Logger
+	SubjectLimiter ratelimit.SubjectLimiter // nil: per-subject limit off
+	// Multicore runs one event loop per core (default true through New's caller).
+	Loops int
+}
+
+// limits are the config values the hot path reads, in ready-to-use units.
+type limits struct {
+	maxMsg, maxPreAuth int64
+	maxHeader          int
+	handshake, auth    int64 // ns
+	idle, ping         int64 // ns
+	writeCap           int64
+	maxConns, perIP    int64
+	maxPending         int64
+	perConn            ratelimit.Limit
+	allowAbsentOrigin  bool
+	headerAuth         bool
+}
+
+// Server is the gateway's WebSocket listener set.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	opt     Options
+	lim     limits
+	addrs   []string
+	origins map[string]struct{}
+	routes  map[string]int
+	log     *slog.Logger
+	m       *metrics.Metrics
+	table   *session.Table
+	ipRate  *ratelimit.Keyed[netip.Addr]
+
+	eng      gnet.Engine
+	engReady chan struct{}
+	stopped  chan struct{}
+
+	open     atomic.Int64
+	pending  atomic.Int64
+	draining atomic.Bool
+
+	ipMu    sync.Mutex
+	ipConns map[netip.Addr]int32
+}
+
+// New validates the options and prepares a server; Serve starts it.
+func New(o Options) (*Server, error) {
+	c := o.Config
+	if c == nil || o.Verifier == nil || o.Table == nil || o.Metrics == nil {
+		return nil, errors.New("reactor: config, verifier, table and metrics are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	s := &Server{
+		opt:      o,
+		log:      o.Log,
+		m:        o.Metrics,
+		table:    o.Table,
+		origins:  make(map[string]struct{}),
+		routes:   make(map[string]int),
+		ipConns:  make(map[netip.Addr]int32),
+		engReady: make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	s.lim = limits{
+		maxMsg:            int64(c.Limits.MaxMessageBytes),
+		maxPreAuth:        int64(c.Limits.MaxPreAuthBytes),
+		maxHeader:         int(c.Limits.MaxHeaderBytes),
+		handshake:         int64(c.Limits.HandshakeTimeout),
+		auth:              int64(c.Auth.Timeout),
+		idle:              int64(c.Limits.IdleTimeout),
+		ping:              int64(c.Limits.PingInterval),
+		writeCap:          int64(c.Limits.WriteBufferBytes),
+		maxConns:          int64(c.EffectiveMaxConnections()),
+		perIP:             int64(c.Limits.MaxConnectionsPerIP),
+		maxPending:        int64(c.Limits.MaxPendingAuth),
+		perConn:           ratelimit.Limit{N: c.RateLimit.PerConnection.Messages, Window: time.Duration(c.RateLimit.PerConnection.Window)},
+		allowAbsentOrigin: c.Origins.AllowAbsent,
+		headerAuth:        c.Auth.Header,
+	}
+	if s.lim.maxPreAuth <= 0 || s.lim.maxPreAuth > s.lim.maxMsg {
+		s.lim.maxPreAuth = min(16<<10, s.lim.maxMsg)
+	}
+	for _, o := range c.Origins.Allowed {
+		s.origins[strings.ToLower(o)] = struct{}{}
+	}
+	if len(o.Routes) > 255 {
+		return nil, errors.New("reactor: at most 255 routes")
+	}
+	for i, r := range o.Routes {
+		s.routes[r.Path] = i
+	}
+	hr := c.RateLimit.HandshakesPerIP
+	s.ipRate = ratelimit.NewIPLimiter(ratelimit.Limit{N: hr.Count, Window: time.Duration(hr.Window)})
+	for _, a := range c.Listen {
+		s.addrs = append(s.addrs, "tcp://"+a)
+	}
+	return s, nil
+}
+
+// Serve runs the event loops until Stop or ctx ends. It returns once the
+// engine has stopped.
+func (s *Server) Serve(ctx context.Context) error {
+	loops := s.opt.Loops
+	opts := []gnet.Option{
+		gnet.WithMulticore(loops == 0),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLoadBalancing(gnet.LeastConnections),
+		gnet.WithLogLevel(logging.ErrorLevel),
+		gnet.WithTCPKeepAlive(0),
+	}
+	if loops > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(loops))
+	}
+	sweepCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.sweep(sweepCtx)
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Stop(context.Background())
+		case <-s.stopped:
+		}
+	}()
+	err := gnet.Rotate(s, s.addrs, opts...)
+	close(s.stopped)
+	return err
+}
+
+// Ready is closed once the listeners are bound.
+func (s *Server) Ready() <-chan struct{} { return s.engReady }
+
+// OnBoot keeps the engine handle for Stop.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.engReady)
+	s.log.Info("listening", "addrs", strings.Join(s.opt.Config.Listen, ","), "path_routes", len(s.opt.Routes))
+	return gnet.None
+}
+
+// Stop closes every connection and the listeners. Drain first (Drain) to
+// give clients a close 1001.
+func (s *Server) Stop(ctx context.Context) error {
+	select {
+	case <-s.engReady:
+	default:
+		return nil
+	}
+	return s.eng.Stop(ctx)
+}
+
+// Draining reports whether Drain has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Drain refuses new connections with 503, then closes every open connection
+// with 1001 "Going away", and waits until they are gone or ctx ends.
+func (s *Server) Drain(ctx context.Context) {
+	s.draining.Store(true)
+	s.table.Range(func(ss *session.Session) bool {
+		if c, ok := ss.Conn.(*conn); ok {
+			c.runOnLoop(func() { c.closeNow(1001, "Going away") })
+		}
+		return true
+	})
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.open.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Stats is a snapshot for tests and the admin API.
+type Stats struct{ Open, PendingAuth int64 }
+
+// Stats reports open and pending-auth connection counts.
+func (s *Server) Stats() Stats {
+	return Stats{Open: s.open.Load(), PendingAuth: s.pending.Load()}
+}
+
+// OnOpen admits or refuses a TCP connection. The global cap is enforced here,
+// at once, because every accepted connection holds a file descriptor and gnet
+// stops its whole engine if accept() ever fails with EMFILE.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	now := time.Now().UnixNano()
+	n := s.open.Add(1)
+	s.m.ConnectionsOpen.Inc()
+	c := &conn{srv: s, gc: gc}
+	c.sess.Opened = now
+	c.sess.LastSeen = now
+	c.sess.Conn = c
+	c.sess.Remote = remoteAddr(gc.RemoteAddr())
+	gc.SetContext(c)
+	if n > s.lim.maxConns || s.draining.Load() {
+		c.status = 503
+		s.m.Handshakes.WithLabelValues("503").Inc()
+		return httpStatus(503, 1), gnet.Close
+	}
+	s.pending.Add(1)
+	s.m.PendingAuth.Inc()
+	c.counted = true
+	s.ipMu.Lock()
+	s.ipConns[c.sess.Remote]++
+	perIP := s.ipConns[c.sess.Remote]
+	s.ipMu.Unlock()
+	switch {
+	case s.lim.perIP > 0 && int64(perIP) > s.lim.perIP:
+		c.reject, c.retryAfter = 503, 1
+	case s.lim.maxPending > 0 && s.pending.Load() > s.lim.maxPending:
+		c.reject, c.retryAfter = 503, 1
+	default:
+		if ok, retry := s.ipRate.Allow(c.sess.Remote, time.Unix(0, now)); !ok {
+			c.reject, c.retryAfter = 429, int16((retry+time.Second-1)/time.Second)
+		}
+	}
+	s.table.Add(&c.sess)
+	dl := now + s.lim.handshake
+	if c.reject != 0 {
+		// A refused client gets its answer once its request is in, so that
+		// the response is read and not lost to a reset; it may not linger.
+		dl = min(dl, now+int64(2*time.Second))
+	}
+	c.sess.Deadline.Store(dl)
+	return nil, gnet.None
+}
+
+// OnClose releases everything the connection held and logs its one line.
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	s.open.Add(-1)
+	s.m.ConnectionsOpen.Dec()
+	if c == nil {
+		return gnet.None
+	}
+	c.dead.Store(true)
+	s.table.Remove(&c.sess)
+	if c.counted {
+		s.ipMu.Lock()
+		if s.ipConns[c.sess.Remote]--; s.ipConns[c.sess.Remote] <= 0 {
+			delete(s.ipConns, c.sess.Remote)
+		}
+		s.ipMu.Unlock()
+	}
+	if c.sess.State < session.Open && c.counted {
+		s.pending.Add(-1)
+		s.m.PendingAuth.Dec()
+	}
+	if c.up != nil {
+		c.up.Close()
+	}
+	c.rd.Release()
+	code := int(c.closeCode)
+	s.m.Close(code)
+	if c.sess.State == session.Handshake {
+		if c.status == 0 {
+			c.status = -1 // closed before an answer: timeout or client gone
+		}
+	}
+	attrs := []any{
+		"remote", c.sess.Remote.String(),
+		"duration_ms", (time.Now().UnixNano() - c.sess.Opened) / 1e6,
+		"state", c.sess.State.String(),
+	}
+	if c.sess.Subject != "" {
+		attrs = append(attrs, "subject", c.sess.Subject)
+	}
+	if c.status != 0 {
+		attrs = append(attrs, "http_status", c.status)
+	}
+	if code != 0 {
+		attrs = append(attrs, "close_code", code, "close_reason", c.closeReason, "by", c.closedBy)
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		attrs = append(attrs, "error", err.Error())
+	}
+	s.log.Info("conn close", attrs...)
+	return gnet.None
+}
+
+// OnTraffic runs the connection's state machine over whatever is buffered.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	if c == nil {
+		return gnet.Close
+	}
+	return c.onTraffic()
+}
+
+func remoteAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+var statusText = map[int]string{
+	400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+	429: "Too Many Requests", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+}
+
+// httpStatus is a complete, closing HTTP/1.1 response with an empty body.
+func httpStatus(code, retryAfter int) []byte {
+	b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\n", code, statusText[code])
+	if retryAfter > 0 {
+		b = fmt.Appendf(b, "Retry-After: %d\r\n", retryAfter)
+	}
+	return append(b, "\r\n"...)
+}

@@ -1,0 +1,77 @@
+package reactor
+
+import (
+	"context"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/mcpgate/gateway/frame"
+	"github.com/mcpgate/gateway/session"
+)
+
+const sweepEvery = 100 * time.Millisecond
+
+// sweep wakes every 100 ms, finds sessions whose deadline has passed, and
+// schedules them onto their own loop; one atomic load per session per sweep.
+// Clearing the deadline first means a busy loop is asked once, not every sweep.
+func (s *Server) sweep(ctx context.Context) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		s.table.Range(func(ss *session.Session) bool {
+			dl := ss.Deadline.Load()
+			if dl == 0 || dl > now || !ss.Deadline.CompareAndSwap(dl, 0) {
+				return true
+			}
+			if c, ok := ss.Conn.(*conn); ok {
+				c.runOnLoop(c.onDeadline)
+			}
+			return true
+		})
+		if n++; n%50 == 0 {
+			s.ipRate.Sweep(time.Now())
+		}
+	}
+}
+
+// onDeadline runs on the connection's loop when its deadline passed.
+func (c *conn) onDeadline() {
+	s := c.srv
+	now := time.Now().UnixNano()
+	switch c.sess.State {
+	case session.Handshake:
+		if c.reject != 0 {
+			// The refused client never finished its request: answer anyway.
+			c.refuse(int(c.reject), int(c.retryAfter))
+		} else {
+			s.m.Handshakes.WithLabelValues("timeout").Inc()
+		}
+		_ = c.gc.EventLoop().Close(c.gc)
+	case session.PendingAuth:
+		s.m.AuthFailures.WithLabelValues("timeout").Inc()
+		c.closeNow(ws.StatusPolicyViolation, session.ReasonAuthTimeout)
+	case session.Open:
+		quiet := now - c.sess.LastSeen
+		switch {
+		case quiet >= s.lim.idle:
+			c.closeNow(ws.StatusGoingAway, "Idle timeout")
+		case quiet >= s.lim.ping:
+			if c.sess.PingSent <= c.sess.LastSeen {
+				var b [2]byte
+				_, _ = c.gc.Write(frame.AppendPing(b[:0], nil))
+				c.sess.PingSent = now
+			}
+			c.sess.Deadline.Store(min(now+s.lim.ping, c.sess.LastSeen+s.lim.idle))
+		default:
+			c.sess.Deadline.Store(c.sess.LastSeen + s.lim.ping)
+		}
+	}
+}

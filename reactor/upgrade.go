@@ -1,0 +1,186 @@
+package reactor
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/session"
+)
+
+var headerEnd = []byte("\r\n\r\n")
+
+// handshake looks for a complete request head in the peeked bytes. The head
+// must end within max_header_bytes; past that the answer is 431 and the
+// connection closes without reading on. Upgrade is given a reader over exactly
+// the head, so frames a client sends eagerly stay buffered for the frame reader.
+func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
+	s := c.srv
+	buf, _ := c.gc.Peek(-1)
+	window := buf
+	if len(window) > s.lim.maxHeader {
+		window = window[:s.lim.maxHeader]
+	}
+	end := bytes.Index(window, headerEnd)
+	if end < 0 {
+		if len(buf) >= s.lim.maxHeader {
+			return false, c.refuse(431, 0)
+		}
+		return false, gnet.None
+	}
+	head := buf[:end+4]
+	if c.reject != 0 {
+		return false, c.refuse(int(c.reject), int(c.retryAfter))
+	}
+	var (
+		hs      handshakeState
+		respBuf bytes.Buffer
+	)
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			path := uri
+			if i := bytes.IndexByte(path, '?'); i >= 0 {
+				path = path[:i]
+			}
+			idx, ok := s.routes[string(path)]
+			if !ok {
+				return ws.RejectConnectionError(ws.RejectionStatus(404))
+			}
+			hs.route = idx
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			switch {
+			case equalFold(key, "Origin"):
+				hs.origin = string(value)
+				hs.hasOrigin = true
+			case equalFold(key, "Authorization"):
+				if len(value) > 7 && equalFold(value[:7], "Bearer ") {
+					hs.bearer = string(bytes.TrimSpace(value[7:]))
+				}
+				// Cookie is never read: cookies never authenticate (SPEC 4.1).
+			}
+			return nil
+		},
+		Protocol: func(p []byte) bool { return string(p) == "mcp" },
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if hs.hasOrigin {
+				if _, ok := s.origins[strings.ToLower(hs.origin)]; !ok {
+					hs.status = 403
+					return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
+				}
+			} else if !s.lim.allowAbsentOrigin {
+				hs.status = 403
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin required"))
+			}
+			// A bearer header authenticates only requests without Origin:
+			// a browser page cannot set it, and must not ride on one.
+			if hs.bearer != "" && s.lim.headerAuth && !hs.hasOrigin {
+				p, err := s.opt.Verifier.Verify(hs.bearer)
+				if err != nil {
+					s.m.AuthFailures.WithLabelValues(auth.Reason(err)).Inc()
+					hs.status = 401
+					return nil, ws.RejectConnectionError(ws.RejectionStatus(401), ws.RejectionReason("invalid credentials"))
+				}
+				hs.principal = p.Subject
+			}
+			return nil, nil
+		},
+	}
+	_, err := u.Upgrade(&headRW{r: bytes.NewReader(head), w: &respBuf})
+	_, _ = c.gc.Discard(len(head))
+	if err != nil {
+		status := hs.status
+		if status == 0 {
+			status = 400
+			if rej, ok := err.(interface{ StatusCode() int }); ok && rej.StatusCode() != 0 {
+				status = rej.StatusCode()
+			}
+			if bytes.HasPrefix(respBuf.Bytes(), []byte("HTTP/1.1 404")) {
+				status = 404
+			}
+		}
+		c.status = int16(status)
+		s.m.Handshakes.WithLabelValues(statusLabel(status)).Inc()
+		if respBuf.Len() == 0 {
+			respBuf.Write(httpStatus(status, 0))
+		}
+		_, _ = c.gc.Write(respBuf.Bytes())
+		return false, gnet.Close
+	}
+	_, _ = c.gc.Write(respBuf.Bytes())
+	s.m.Handshakes.WithLabelValues("ok").Inc()
+	c.sess.RouteIdx = uint8(hs.route)
+	c.status = 101
+	if hs.principal != "" {
+		if !c.authenticated(now, hs.principal) {
+			return false, gnet.Close
+		}
+	} else {
+		c.sess.State = session.PendingAuth
+		c.sess.Deadline.Store(now + s.lim.auth)
+	}
+	return true, gnet.None
+}
+
+// refuse answers a request that was refused before parsing (431, or a 429/503
+// decided at accept time) and closes.
+func (c *conn) refuse(status, retryAfter int) gnet.Action {
+	c.status = int16(status)
+	c.srv.m.Handshakes.WithLabelValues(statusLabel(status)).Inc()
+	_, _ = c.gc.Write(httpStatus(status, retryAfter))
+	return gnet.Close
+}
+
+type handshakeState struct {
+	route     int
+	origin    string
+	hasOrigin bool
+	bearer    string
+	principal string
+	status    int
+}
+
+type headRW struct {
+	r io.Reader
+	w io.Writer
+}
+
+func (h *headRW) Read(p []byte) (int, error)  { return h.r.Read(p) }
+func (h *headRW) Write(p []byte) (int, error) { return h.w.Write(p) }
+
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func statusLabel(code int) string {
+	switch code {
+	case 400, 401, 403, 404, 429, 431, 503:
+		return statusText3[code]
+	}
+	return "other"
+}
+
+var statusText3 = map[int]string{400: "400", 401: "401", 403: "403", 404: "404", 429: "429", 431: "431", 503: "503"}
+
+var _ = time.Second

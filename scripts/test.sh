@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: the command README.md gives and .ci/run calls.
+#   scripts/test.sh            everything (format, vet, race tests, fuzz smoke)
+#   FUZZTIME=60s scripts/test.sh   longer fuzzing per target
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './test/node/*'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt'ed:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 15m ./...
+
+echo "== benchmarks compile and run once"
+go test -run '^$' -bench . -benchtime 1x ./frame/ ./session/ ./ratelimit/ ./mcp/ ./upstream/... ./auth/ >/dev/null
+
+echo "== fuzz smoke (${FUZZTIME:=5s} per target)"
+for spec in \
+	frame:FuzzReader frame:FuzzParseHeader \
+	reactor:FuzzUpgrade \
+	mcp:FuzzScan upstream/builtin:FuzzHandle \
+	auth:FuzzVerify config:FuzzParseSize config:FuzzLoadYAML; do
+	pkg=${spec%%:*}; target=${spec#*:}
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "./$pkg/" >/dev/null
+	echo "fuzz $pkg $target: ok"
+done
+echo "== all tests passed"

@@ -1,0 +1,80 @@
+// Package session owns the gateway's table of live connections: one compact
+// record per connection (state, subject, remote address, deadlines, counters,
+// the per-connection rate window) in a slab indexed by a generation-checked
+// ID, and the first-message authentication state machine of SPEC 4.2.
+//
+// A record is written by the event loop that owns its connection. Other
+// goroutines (the deadline sweeper, upstream workers, the admin API) only read
+// the atomic fields, or go through the table, whose lookups are lock-free.
+package session
+
+import (
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/mcpgate/gateway/ratelimit"
+)
+
+// State is where a connection is in its life.
+type State uint8
+
+const (
+	// Handshake: TCP accepted, HTTP upgrade not yet complete.
+	Handshake State = iota
+	// PendingAuth: upgraded, waiting for the first-message auth frame.
+	PendingAuth
+	// Open: authenticated; messages are relayed.
+	Open
+	// Closing: a close frame was sent; nothing more is relayed.
+	Closing
+)
+
+var stateNames = [...]string{"handshake", "pending_auth", "open", "closing"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// ID names a record: slot index in the low 32 bits, the slot's generation in
+// the high 32, so that an ID kept by a worker never finds a later connection
+// that reused the slot.
+type ID uint64
+
+func (id ID) slot() uint32 { return uint32(id) }
+func (id ID) gen() uint32  { return uint32(id >> 32) }
+
+// Session is one connection's record. Its layout is kept compact: on amd64 it
+// is 136 bytes (see TestSessionSize), and an idle connection holds nothing
+// else of ours apart from the reactor's frame reader state.
+type Session struct {
+	// Deadline is the next time (unix ns) the sweeper must look at this
+	// connection: the handshake or auth deadline, the next ping, or the idle
+	// cut. 0 means none. Written by the owning loop, read by the sweeper.
+	Deadline atomic.Int64
+	// OutPending counts reply bytes queued from worker goroutines but not yet
+	// handed to the socket; with the socket's own backlog it is held under
+	// limits.write_buffer_bytes.
+	OutPending atomic.Int64
+
+	Remote   netip.Addr // the client, after PROXY / X-Forwarded-For from a trusted peer
+	Subject  string     // the principal, once authenticated
+	Opened   int64      // unix ns
+	LastSeen int64      // unix ns of the last inbound frame (loop-owned)
+	PingSent int64      // unix ns of the last ping we sent, 0 when answered
+
+	MsgsIn   uint32
+	MsgsOut  atomic.Uint32
+	Rate     ratelimit.Window
+	id       ID
+	State    State
+	RouteIdx uint8 // index of the route the upgrade matched
+
+	// Conn is the reactor's connection object, opaque to this package.
+	Conn any
+}
+
+// ID is the record's table ID (0 until added).
+func (s *Session) ID() ID { return s.id }

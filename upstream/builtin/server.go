@@ -1,0 +1,144 @@
+// Package builtin owns the in-process MCP server: the worker pool of the
+// embedded default run (`gateway serve` without a file) and the upstream used
+// to measure the gateway itself, with no process or network hop behind it.
+//
+// It speaks both MCP generations: the session revisions (2024-11-05 to
+// 2025-11-25, with initialize) and the stateless revision 2026-07-28 (the
+// version in params._meta, server/discover). Its tools, echo and get-sum,
+// answer exactly like those of the reference server
+// @modelcontextprotocol/server-everything, so clients and benchmarks run
+// unchanged against either.
+//
+// Work runs on a fixed pool of goroutines fed by one bounded queue; a
+// connection costs a small struct, not a goroutine.
+package builtin
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mcpgate/gateway/upstream"
+)
+
+// Server is the built-in upstream. It implements upstream.Upstream.
+type Server struct {
+	name      string
+	jobs      chan job
+	done      chan struct{}
+	closed    atomic.Bool
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+type job struct {
+	sess *session
+	msg  []byte
+}
+
+// New starts a server with workers goroutines (0 means GOMAXPROCS) reading
+// from one queue of queueDepth messages (0 means 4096).
+func New(name string, workers, queueDepth int) *Server {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if queueDepth <= 0 {
+		queueDepth = 4096
+	}
+	s := &Server{
+		name: name,
+		jobs: make(chan job, queueDepth),
+		done: make(chan struct{}),
+	}
+	s.wg.Add(workers)
+	for range workers {
+		go s.work()
+	}
+	return s
+}
+
+// Name returns the configured upstream name.
+func (s *Server) Name() string { return s.name }
+
+// Open starts the server side of one client connection. It does not block.
+func (s *Server) Open(sink upstream.Sink) (upstream.Session, error) {
+	if s.closed.Load() {
+		return nil, upstream.ErrClosed
+	}
+	return &session{srv: s, sink: sink}, nil
+}
+
+// Close stops the workers and waits for them; no Deliver happens after it
+// returns. Messages still queued are dropped (their buffers recycled).
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.done)
+		s.wg.Wait()
+		for {
+			select {
+			case j := <-s.jobs:
+				upstream.PutBuffer(j.msg)
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// replyBufMax bounds the reply buffer a worker keeps between jobs, so that one
+// huge batch does not pin memory for the life of the worker.
+const replyBufMax = 1 << 20
+
+func (s *Server) work() {
+	defer s.wg.Done()
+	out := make([]byte, 0, 4096)
+	for {
+		select {
+		case <-s.done:
+			return
+		case j := <-s.jobs:
+			if j.sess.closed.Load() {
+				upstream.PutBuffer(j.msg)
+				continue
+			}
+			out = s.Handle(out[:0], j.msg)
+			upstream.PutBuffer(j.msg)
+			// Checked again after the work, and after Close set the flag,
+			// so that no Deliver starts once Close has returned.
+			if len(out) > 0 && !j.sess.closed.Load() && !s.closed.Load() {
+				j.sess.sink.Deliver(out)
+			}
+			if cap(out) > replyBufMax {
+				out = make([]byte, 0, 4096)
+			}
+		}
+	}
+}
+
+// session is one client connection's state: only where replies go. The
+// server keeps no per-session protocol state (like the reference server, it
+// answers requests that were not preceded by initialize).
+type session struct {
+	srv    *Server
+	sink   upstream.Sink
+	closed atomic.Bool
+}
+
+// Send queues msg without blocking. Replies to messages of one session may
+// come back in any order when there are several workers, as JSON-RPC allows.
+func (ss *session) Send(msg []byte) error {
+	if ss.closed.Load() || ss.srv.closed.Load() {
+		return upstream.ErrClosed
+	}
+	select {
+	case ss.srv.jobs <- job{sess: ss, msg: msg}:
+		return nil
+	default:
+		return upstream.ErrBusy
+	}
+}
+
+// Close marks the session gone; queued messages of it are skipped.
+func (ss *session) Close() { ss.closed.Store(true) }

@@ -1,0 +1,52 @@
+// Package upstream owns the contract between the gateway and the MCP servers
+// behind it: an Upstream opens one Session per authenticated client
+// connection, the gateway hands it complete JSON-RPC messages with Send, and
+// the upstream hands back replies and server-initiated messages through the
+// connection's Sink. Implementations live in subpackages (builtin, and the
+// stdio and http pools).
+//
+// It also owns the message buffer pool (GetBuffer, PutBuffer) through which a
+// message changes hands from the reactor to an upstream without a copy.
+package upstream
+
+import "errors"
+
+var (
+	// ErrBusy means the upstream's queue is full; the message was not taken.
+	// The gateway answers the request itself (and may retry or shed load).
+	ErrBusy = errors.New("upstream: busy")
+	// ErrClosed means the upstream or the session is closed.
+	ErrClosed = errors.New("upstream: closed")
+)
+
+// Sink receives messages from an upstream for one client connection. msg is
+// only valid during the call (the receiver copies it). Deliver may be called
+// from several upstream goroutines at once and must not block for long: it is
+// where a slow client is detected, not waited for.
+type Sink interface {
+	Deliver(msg []byte)
+}
+
+// Upstream is one configured upstream (a route target).
+type Upstream interface {
+	Name() string
+	// Open starts the upstream side of one client connection. It is called
+	// on a network event loop and must not block.
+	Open(sink Sink) (Session, error)
+	// Close stops the upstream's workers. Sessions still open get no more
+	// Deliver calls once it returns, and their Send returns ErrClosed.
+	Close() error
+}
+
+// Session is the upstream side of one client connection.
+type Session interface {
+	// Send hands over one complete JSON-RPC text message (or batch). It must
+	// not block (it runs on an event loop). On success the session owns msg
+	// and returns it with PutBuffer when done, so msg should come from
+	// GetBuffer. On error (ErrBusy when the upstream's queue is full,
+	// ErrClosed) the caller keeps msg, so it can still answer the request.
+	Send(msg []byte) error
+	// Close says the client left. Deliver calls may still be in flight when
+	// it returns; a Deliver after Close must be harmless to the Sink.
+	Close()
+}
