@@ -325,6 +325,13 @@ func (c *conn) Deliver(msg []byte) {
 	c.srv.m.MessagesOut.Inc()
 }
 
+// Fail is the upstream.Sink side of closing: the loop runs it after the
+// AsyncWrites already queued (they have the higher priority), so replies
+// delivered before the failure reach the client first.
+func (c *conn) Fail(code uint16, reason string) {
+	c.runOnLoop(func() { c.closeNow(ws.StatusCode(code), reason) })
+}
+
 // Buffers for outbound frames. Loop writes are copied by gnet when the socket
 // is full, and AsyncWrite buffers come back in its callback, so every buffer
 // returns to the pool at once.

@@ -25,6 +25,10 @@ var (
 // where a slow client is detected, not waited for.
 type Sink interface {
 	Deliver(msg []byte)
+	// Fail ends the client connection with a WebSocket close code and
+	// reason, after the messages already delivered: 1011 when the session's
+	// worker died, 1013 when no worker is available (pool at max).
+	Fail(code uint16, reason string)
 }
 
 // Upstream is one configured upstream (a route target).

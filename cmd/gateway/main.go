@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/bench"
 	"github.com/mcpgate/gateway/config"
 )
 
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout)
 	case "token":
 		err = cmdToken(args[1:], stdout)
+	case "bench":
+		return bench.Main(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -19,6 +19,8 @@ type fakeSink struct {
 	gate    chan struct{}
 }
 
+func (f *fakeSink) Fail(uint16, string) {}
+
 func (f *fakeSink) Deliver(msg []byte) {
 	if f.gate != nil {
 		f.entered <- struct{}{}
