@@ -421,9 +421,14 @@ const maxReported = 20
 func joinSorted(name string, errs []error) error {
 	var flat []*Error
 	for _, err := range errs {
+		if err == nil {
+			continue
+		}
 		if j, ok := err.(interface{ Unwrap() []error }); ok {
 			for _, e := range j.Unwrap() {
-				flat = append(flat, asError(name, e))
+				if e != nil {
+					flat = append(flat, asError(name, e))
+				}
 			}
 			continue
 		}

@@ -139,6 +139,15 @@ func New(o Options) (*Server, error) {
 		allowAbsentOrigin: c.Origins.AllowAbsent,
 		headerAuth:        c.Auth.Header,
 	}
+	// Never admit more connections than the file limit allows: gnet v2.9.7
+	// stops the whole engine when accept() fails with EMFILE.
+	fdCfg := *c
+	fdCfg.Limits.MaxConnections = 0
+	if fdCap := int64(fdCfg.EffectiveMaxConnections()); s.lim.maxConns > fdCap {
+		o.Log.Warn("limits.max_connections exceeds what the open-file limit allows; capped",
+			"configured", s.lim.maxConns, "cap", fdCap)
+		s.lim.maxConns = fdCap
+	}
 	if s.lim.maxPreAuth <= 0 || s.lim.maxPreAuth > s.lim.maxMsg {
 		s.lim.maxPreAuth = min(16<<10, s.lim.maxMsg)
 	}

@@ -37,10 +37,45 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 	if c.reject != 0 {
 		return false, c.refuse(int(c.reject), int(c.retryAfter))
 	}
-	var (
-		hs      handshakeState
-		respBuf bytes.Buffer
-	)
+	resp, hs, err := s.upgrade(head)
+	_, _ = c.gc.Discard(len(head))
+	if err != nil {
+		status := hs.status
+		if status == 0 {
+			status = 400
+			if rej, ok := err.(interface{ StatusCode() int }); ok && rej.StatusCode() != 0 {
+				status = rej.StatusCode()
+			}
+		}
+		c.status = int16(status)
+		s.m.Handshakes.WithLabelValues(statusLabel(status)).Inc()
+		if len(resp) == 0 {
+			resp = httpStatus(status, 0)
+		}
+		_, _ = c.gc.Write(resp)
+		return false, gnet.Close
+	}
+	_, _ = c.gc.Write(resp)
+	s.m.Handshakes.WithLabelValues("ok").Inc()
+	c.sess.RouteIdx = uint8(hs.route)
+	c.status = 101
+	if hs.principal != "" {
+		if !c.authenticated(now, hs.principal) {
+			return false, gnet.Close
+		}
+	} else {
+		c.sess.State = session.PendingAuth
+		c.sess.Deadline.Store(now + s.lim.auth)
+	}
+	return true, gnet.None
+}
+
+// upgrade runs the RFC 6455 handshake over one complete request head and
+// returns the response to send: 101, or the refusal chosen by the checks
+// (404 route, 403 Origin, 401 bearer) or by gobwas/ws (400 and kin). It
+// touches no connection, so it can be fuzzed on its own.
+func (s *Server) upgrade(head []byte) (resp []byte, hs handshakeState, err error) {
+	var respBuf bytes.Buffer
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			path := uri
@@ -92,40 +127,12 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 			return nil, nil
 		},
 	}
-	_, err := u.Upgrade(&headRW{r: bytes.NewReader(head), w: &respBuf})
-	_, _ = c.gc.Discard(len(head))
-	if err != nil {
-		status := hs.status
-		if status == 0 {
-			status = 400
-			if rej, ok := err.(interface{ StatusCode() int }); ok && rej.StatusCode() != 0 {
-				status = rej.StatusCode()
-			}
-			if bytes.HasPrefix(respBuf.Bytes(), []byte("HTTP/1.1 404")) {
-				status = 404
-			}
-		}
-		c.status = int16(status)
-		s.m.Handshakes.WithLabelValues(statusLabel(status)).Inc()
-		if respBuf.Len() == 0 {
-			respBuf.Write(httpStatus(status, 0))
-		}
-		_, _ = c.gc.Write(respBuf.Bytes())
-		return false, gnet.Close
+	_, err = u.Upgrade(&headRW{r: bytes.NewReader(head), w: &respBuf})
+	if err != nil && respBuf.Len() == 0 {
+		// A request too broken for gobwas/ws to answer (no request line).
+		return httpStatus(400, 0), hs, err
 	}
-	_, _ = c.gc.Write(respBuf.Bytes())
-	s.m.Handshakes.WithLabelValues("ok").Inc()
-	c.sess.RouteIdx = uint8(hs.route)
-	c.status = 101
-	if hs.principal != "" {
-		if !c.authenticated(now, hs.principal) {
-			return false, gnet.Close
-		}
-	} else {
-		c.sess.State = session.PendingAuth
-		c.sess.Deadline.Store(now + s.lim.auth)
-	}
-	return true, gnet.None
+	return respBuf.Bytes(), hs, err
 }
 
 // refuse answers a request that was refused before parsing (431, or a 429/503

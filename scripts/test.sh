@@ -29,7 +29,7 @@ for spec in \
 	mcp:FuzzScan upstream/builtin:FuzzHandle \
 	auth:FuzzVerify config:FuzzParseSize config:FuzzLoadYAML; do
 	pkg=${spec%%:*}; target=${spec#*:}
-	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "./$pkg/" >/dev/null
+	go test -run "^$" -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 200x "./$pkg/" >/dev/null
 	echo "fuzz $pkg $target: ok"
 done
 echo "== all tests passed"

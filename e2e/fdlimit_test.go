@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// More connections than the gateway's open-file limit: the gateway refuses
+// the excess and keeps serving, where gnet v2.9.7 alone would stop its
+// engine on EMFILE. The gateway runs under `ulimit -n 256` (soft and hard, so
+// Go cannot raise it) and max_connections asks for more than that.
+func TestMoreConnectionsThanFileLimit(t *testing.T) {
+	wrap := func(bin string, args []string) (string, []string) {
+		return "/bin/bash", append([]string{"-c", `ulimit -n 256 && exec "$0" "$@"`, bin}, args...)
+	}
+	g := startGatewayCmd(t, wrap, with("limits", `
+  handshake_timeout: 5s
+  max_connections: 100000
+  max_connections_per_ip: 100000
+  max_pending_auth: 100000`), with("ratelimit", `
+  handshakes_per_ip: {count: 100000, window: 10s}`))
+	if !strings.Contains(g.Logs(), "capped") {
+		t.Fatalf("no warning that max_connections was capped:\n%s", g.Logs())
+	}
+	// A client that is served throughout.
+	keep := dialAuthed(t, g.Addr, aliceToken)
+
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	refused := 0
+	for i := 0; i < 400; i++ {
+		c, err := net.DialTimeout("tcp", g.Addr, 2*time.Second)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		// Each connection starts an upgrade so refusals are answered.
+		_, _ = c.Write([]byte(upgradeRequest(g.Addr, "/mcp")))
+	}
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 16)
+		n, _ := c.Read(buf)
+		if strings.HasPrefix(string(buf[:n]), "HTTP/1.1 503") {
+			refused++
+		}
+	}
+	if refused < 200 {
+		t.Fatalf("only %d of 400 refused with 503 under a 256-file limit", refused)
+	}
+	keep.sendText(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+	if got := keep.readText(); got != `{"jsonrpc":"2.0","id":1,"result":{}}` {
+		t.Fatalf("existing client: %s", got)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	time.Sleep(300 * time.Millisecond)
+	// The engine is still accepting.
+	fresh := dialAuthed(t, g.Addr, bobToken)
+	fresh.sendText(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	fresh.readText()
+	select {
+	case <-g.exited:
+		t.Fatalf("gateway exited: %v", g.exitErr)
+	default:
+	}
+}
