@@ -16,6 +16,7 @@ fi
 echo "== go vet"
 go vet ./...
 
+export E2E_RACE=1 # the e2e tests run a -race build of the gateway too
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...
 

@@ -54,6 +54,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	} else if cfg, err = loadConfig(*path); err != nil {
 		return err
 	}
+	if err := notYetServed(cfg); err != nil {
+		return &exitError{2, err}
+	}
 	if *logFormat != "" {
 		cfg.Log.Format = *logFormat
 	}
@@ -189,4 +192,26 @@ func printWelcome(w io.Writer, cfg *config.Config, token string) {
   Metrics: http://%s/metrics    Stop: Ctrl-C
 
 `, token, url, token, strings.TrimSpace(cfg.Admin.Listen))
+}
+
+// notYetServed refuses settings this build validates but does not serve yet,
+// rather than silently ignoring them (a TLS config served as plaintext would
+// be the worst possible outcome).
+func notYetServed(cfg *config.Config) error {
+	switch {
+	case cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "":
+		return fmt.Errorf("tls: wss:// is not implemented in this build; terminate TLS in front of a loopback listener")
+	case cfg.Proxy.ProxyProtocol:
+		return fmt.Errorf("proxy.proxy_protocol: PROXY protocol is not implemented in this build")
+	case cfg.InsecurePlaintext:
+		return fmt.Errorf("insecure_plaintext: serving plaintext off loopback is not implemented in this build")
+	case cfg.Redis.URL != "":
+		return fmt.Errorf("redis.url: distributed mode is not implemented in this build")
+	}
+	for _, l := range cfg.Listen {
+		if !config.IsLoopback(l) {
+			return fmt.Errorf("listen: %q is not loopback, and this build serves loopback only", l)
+		}
+	}
+	return nil
 }
