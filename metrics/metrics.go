@@ -10,6 +10,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,7 +35,7 @@ type Metrics struct {
 	WorkerPoolSize   *prometheus.GaugeVec // upstream
 	WorkerPoolBusy   *prometheus.GaugeVec // upstream
 	RedisErrors      prometheus.Counter
-	closeByCode      [5000]prometheus.Counter
+	closeByCode      [1100]atomic.Pointer[counterBox]
 }
 
 // New registers every collector on a fresh registry, with the Go runtime and
@@ -85,16 +86,23 @@ func New() *Metrics {
 	return m
 }
 
-// Close counts one closed connection; the counters for valid codes are
-// cached so the close path does no label hashing.
+type counterBox struct{ c prometheus.Counter }
+
+// Close counts one closed connection. Counters for the codes the gateway
+// itself sends are cached so the close path does no label hashing; rarer
+// codes (4000-4999 from clients) take the vector's lookup.
 func (m *Metrics) Close(code int) {
-	if code < 0 || code >= len(m.closeByCode) {
+	if code < 0 || code > 4999 {
 		code = 0
 	}
-	c := m.closeByCode[code]
-	if c == nil {
-		c = m.Closes.WithLabelValues(strconv.Itoa(code))
-		m.closeByCode[code] = c // benign race: same value from any goroutine
+	if code >= len(m.closeByCode) {
+		m.Closes.WithLabelValues(strconv.Itoa(code)).Inc()
+		return
 	}
-	c.Inc()
+	b := m.closeByCode[code].Load()
+	if b == nil {
+		b = &counterBox{m.Closes.WithLabelValues(strconv.Itoa(code))}
+		m.closeByCode[code].Store(b) // any goroutine stores the same child
+	}
+	b.c.Inc()
 }
