@@ -27,18 +27,26 @@ type conn struct {
 	srv  *Server
 	up   upstream.Session
 
-	dead        atomic.Bool // OnClose ran; workers stop delivering
-	closeReason string
-	closeCode   uint16
-	status      int16 // HTTP status answered to the upgrade (101 on success)
-	reject      int16 // status decided at accept time, sent once the request is in
-	retryAfter  int16
-	counted     bool   // holds a pending-auth and per-IP slot
-	closedBy    string // "server" or "client"
+	dead          atomic.Bool  // OnClose ran; workers stop delivering
+	inflight      atomic.Int32 // requests relayed and not yet answered
+	draining      atomic.Bool  // close 1001 once inflight reaches 0
+	closeReason   string
+	closeCode     uint16
+	status        int16 // HTTP status answered to the upgrade (101 on success)
+	reject        int16 // status decided at accept time, sent once the request is in
+	retryAfter    int16
+	counted       bool // holds a pending-auth and per-IP slot
+	async         bool // an off-loop step (ticket store) is running; read nothing
+	ticketChecked bool
+	ticketSubject string
+	closedBy      string // "server" or "client"
 }
 
 // onTraffic reads as many complete frames as are buffered.
 func (c *conn) onTraffic() gnet.Action {
+	if c.async {
+		return gnet.None // bytes stay buffered until the off-loop step returns
+	}
 	now := time.Now().UnixNano()
 	if c.sess.State == session.Handshake {
 		done, act := c.handshake(now)
@@ -170,6 +178,14 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		s.m.Rejected.WithLabelValues("invalid_request").Inc()
 		return c.replyError(env.ID, mcp.CodeInvalidRequest, "Invalid Request", nil)
 	}
+	if c.draining.Load() {
+		// Every request still gets an answer before the 1001: new ones are
+		// refused here, in-flight ones are waited for.
+		if env.Kind == mcp.KindRequest {
+			return c.replyError(env.ID, codeDraining, "Gateway draining; reconnect", nil)
+		}
+		return gnet.None
+	}
 	if sl := s.opt.SubjectLimiter; sl != nil {
 		if ok, retry := sl.Allow(c.sess.Subject, time.Unix(0, now)); !ok {
 			s.m.RateLimit.WithLabelValues("subject", "deny").Inc()
@@ -181,9 +197,12 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 			return gnet.None // notifications, responses and batches are dropped
 		}
 	}
+	requests := countRequests(&env, msg)
+	c.inflight.Add(requests)
 	buf := upstream.GetBuffer(len(msg))
 	copy(buf, msg)
 	if err := c.up.Send(buf); err != nil {
+		c.inflight.Add(-requests)
 		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
 		if env.Kind == mcp.KindRequest {
 			return c.replyError(env.ID, mcp.CodeInternal, "Upstream busy", nil)
@@ -303,6 +322,11 @@ func (c *conn) Deliver(msg []byte) {
 		})
 		return
 	}
+	if answered := countResponses(msg); answered > 0 {
+		if c.inflight.Add(-answered) <= 0 && c.draining.Load() {
+			defer c.runOnLoop(func() { c.closeNow(ws.StatusGoingAway, "Going away") })
+		}
+	}
 	b := getBuf(int(n))
 	*b = frame.AppendText((*b)[:0], msg)
 	c.sess.OutPending.Add(n)
@@ -323,6 +347,69 @@ func (c *conn) Deliver(msg []byte) {
 		return
 	}
 	c.srv.m.MessagesOut.Inc()
+}
+
+// codeDraining answers requests that arrive while the gateway drains
+// (JSON-RPC's implementation-defined server error range).
+const codeDraining = -32000
+
+// startDrain runs on the loop at SIGTERM: close now when nothing is in
+// flight, else when the last answer has been delivered.
+func (c *conn) startDrain() {
+	if c.sess.State != session.Open {
+		c.closeNow(ws.StatusGoingAway, "Going away")
+		return
+	}
+	c.draining.Store(true)
+	if c.inflight.Load() <= 0 {
+		c.closeNow(ws.StatusGoingAway, "Going away")
+	}
+}
+
+// countRequests is how many answers a relayed message asks for.
+func countRequests(env *mcp.Envelope, msg []byte) int32 {
+	switch env.Kind {
+	case mcp.KindRequest:
+		return 1
+	case mcp.KindBatch:
+		var n int32
+		it := mcp.NewBatch(msg)
+		for {
+			el, ok := it.Next()
+			if !ok {
+				return n
+			}
+			if e, err := mcp.Scan(el); err == nil && e.Kind == mcp.KindRequest {
+				n++
+			}
+		}
+	}
+	return 0
+}
+
+// countResponses is how many answers an upstream message carries.
+func countResponses(msg []byte) int32 {
+	env, err := mcp.Scan(msg)
+	if err != nil {
+		return 0
+	}
+	switch env.Kind {
+	case mcp.KindResponse:
+		return 1
+	case mcp.KindBatch:
+		var n int32
+		it := mcp.NewBatch(msg)
+		for {
+			el, ok := it.Next()
+			if !ok {
+				return n
+			}
+			if e, err := mcp.Scan(el); err == nil && e.Kind == mcp.KindResponse {
+				n++
+			}
+		}
+	}
+	return 0
 }
 
 // Fail is the upstream.Sink side of closing: the loop runs it after the

@@ -188,7 +188,7 @@ func TestUpgradeStatuses(t *testing.T) {
 		{"garbage\r\n\r\n", "400"},
 	}
 	for _, c := range cases {
-		resp, _, _ := s.upgrade([]byte(c.req))
+		resp, _, _ := s.upgrade([]byte(c.req), false, "")
 		if !strings.HasPrefix(string(resp), "HTTP/1.1 "+c.status) {
 			t.Errorf("%q: got %q", c.req, firstLine(resp))
 		}
@@ -222,7 +222,7 @@ func FuzzUpgrade(f *testing.F) {
 		if len(head) > 8<<10 {
 			return
 		}
-		resp, hs, err := s.upgrade(head)
+		resp, hs, err := s.upgrade(head, false, "")
 		if !strings.HasPrefix(string(resp), "HTTP/1.1 ") {
 			t.Fatalf("response %q", firstLine(resp))
 		}

@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
 
@@ -59,6 +60,7 @@ type Options struct {
 	Metrics        *metrics.Metrics
 	Log            *slog.Logger
 	SubjectLimiter ratelimit.SubjectLimiter // nil: per-subject limit off
+	Tickets        TicketStore              // nil: no /tickets, ?ticket= ignored
 	// Multicore runs one event loop per core (default true through New's caller).
 	Loops int
 }
@@ -95,6 +97,9 @@ type Server struct {
 	engReady chan struct{}
 	stopped  chan struct{}
 
+	asyncSem  chan struct{}
+	ticketTTL time.Duration
+
 	open     atomic.Int64
 	pending  atomic.Int64
 	draining atomic.Bool
@@ -113,15 +118,17 @@ func New(o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{
-		opt:      o,
-		log:      o.Log,
-		m:        o.Metrics,
-		table:    o.Table,
-		origins:  make(map[string]struct{}),
-		routes:   make(map[string]int),
-		ipConns:  make(map[netip.Addr]int32),
-		engReady: make(chan struct{}),
-		stopped:  make(chan struct{}),
+		opt:       o,
+		log:       o.Log,
+		m:         o.Metrics,
+		table:     o.Table,
+		origins:   make(map[string]struct{}),
+		routes:    make(map[string]int),
+		ipConns:   make(map[netip.Addr]int32),
+		engReady:  make(chan struct{}),
+		stopped:   make(chan struct{}),
+		asyncSem:  make(chan struct{}, 256),
+		ticketTTL: time.Duration(c.Auth.Tickets.TTL),
 	}
 	s.lim = limits{
 		maxMsg:            int64(c.Limits.MaxMessageBytes),
@@ -222,13 +229,21 @@ func (s *Server) Stop(ctx context.Context) error {
 // Draining reports whether Drain has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
-// Drain refuses new connections with 503, then closes every open connection
-// with 1001 "Going away", and waits until they are gone or ctx ends.
+// Drain refuses new connections with 503 and new requests with a JSON-RPC
+// error, closes each open connection with 1001 "Going away" once its
+// in-flight requests are answered, and waits until every connection is gone
+// or ctx ends; then the rest get their 1001 at once.
 func (s *Server) Drain(ctx context.Context) {
 	s.draining.Store(true)
 	s.table.Range(func(ss *session.Session) bool {
 		if c, ok := ss.Conn.(*conn); ok {
-			c.runOnLoop(func() { c.closeNow(1001, "Going away") })
+			c.runOnLoop(c.startDrain)
+		}
+		return true
+	})
+	defer s.table.Range(func(ss *session.Session) bool {
+		if c, ok := ss.Conn.(*conn); ok {
+			c.runOnLoop(func() { c.closeNow(ws.StatusGoingAway, "Going away") })
 		}
 		return true
 	})
@@ -241,6 +256,18 @@ func (s *Server) Drain(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// CloseSubject closes every connection of one principal on this node (a
+// revocation) with code and reason.
+func (s *Server) CloseSubject(subject string, code uint16, reason string) int {
+	list := s.table.BySubject(subject)
+	for _, ss := range list {
+		if c, ok := ss.Conn.(*conn); ok {
+			c.runOnLoop(func() { c.closeNow(ws.StatusCode(code), reason) })
+		}
+	}
+	return len(list)
 }
 
 // Stats is a snapshot for tests and the admin API.

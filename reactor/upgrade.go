@@ -37,7 +37,17 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 	if c.reject != 0 {
 		return false, c.refuse(int(c.reject), int(c.retryAfter))
 	}
-	resp, hs, err := s.upgrade(head)
+	if s.opt.Tickets != nil {
+		if isTicketsRequest(head) {
+			return false, c.serveTickets(head)
+		}
+		if !c.ticketChecked {
+			if t := ticketParam(head); t != "" {
+				return false, c.consumeTicket(t)
+			}
+		}
+	}
+	resp, hs, err := s.upgrade(head, c.ticketChecked, c.ticketSubject)
 	_, _ = c.gc.Discard(len(head))
 	if err != nil {
 		status := hs.status
@@ -74,7 +84,10 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 // returns the response to send: 101, or the refusal chosen by the checks
 // (404 route, 403 Origin, 401 bearer) or by gobwas/ws (400 and kin). It
 // touches no connection, so it can be fuzzed on its own.
-func (s *Server) upgrade(head []byte) (resp []byte, hs handshakeState, err error) {
+//
+// ticketChecked says a ?ticket= was consumed before: ticketSubject is its
+// subject, or empty when the ticket was unknown, used or expired (401).
+func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) (resp []byte, hs handshakeState, err error) {
 	var respBuf bytes.Buffer
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
@@ -113,6 +126,14 @@ func (s *Server) upgrade(head []byte) (resp []byte, hs handshakeState, err error
 				hs.status = 403
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin required"))
 			}
+			if ticketChecked {
+				if ticketSubject == "" {
+					hs.status = 401
+					return nil, ws.RejectConnectionError(ws.RejectionStatus(401), ws.RejectionReason("invalid ticket"))
+				}
+				hs.principal = ticketSubject
+				return nil, nil
+			}
 			// A bearer header authenticates only requests without Origin:
 			// a browser page cannot set it, and must not ride on one.
 			if hs.bearer != "" && s.lim.headerAuth && !hs.hasOrigin {
@@ -133,6 +154,16 @@ func (s *Server) upgrade(head []byte) (resp []byte, hs handshakeState, err error
 		return httpStatus(400, 0), hs, err
 	}
 	return respBuf.Bytes(), hs, err
+}
+
+// isTicketsRequest reports whether the request line targets /tickets.
+func isTicketsRequest(head []byte) bool {
+	sp := bytes.IndexByte(head, ' ')
+	if sp < 0 {
+		return false
+	}
+	rest := head[sp+1:]
+	return bytes.HasPrefix(rest, []byte(ticketsPath+" ")) || bytes.HasPrefix(rest, []byte(ticketsPath+"?"))
 }
 
 // refuse answers a request that was refused before parsing (431, or a 429/503
