@@ -1,14 +1,21 @@
 // Package admin owns the operator-facing HTTP listener: /healthz (the process
-// is alive), /readyz (it accepts connections; 503 while draining) and
-// /metrics (Prometheus text). It runs on net/http, off the event loops, and
+// is alive), /readyz (it accepts connections; 503 while draining),
+// /metrics (Prometheus text) and POST /admin/revoke (guarded by the admin
+// token). It runs on net/http, off the event loops, and
 // should listen on loopback or a private network.
 package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,13 +29,66 @@ type Server struct {
 	ln  net.Listener
 }
 
-// New binds addr. ready reports readiness for /readyz.
-func New(addr string, m *metrics.Metrics, ready func() bool) (*Server, error) {
+// Options configures the admin listener beyond its address.
+type Options struct {
+	Metrics *metrics.Metrics
+	Ready   func() bool // /readyz
+	// Token guards /admin/*; empty disables those endpoints (404).
+	Token string
+	// Revoke closes a subject's connections on every node and refuses its
+	// tokens for ttl (0: the longest token lifetime).
+	Revoke func(ctx context.Context, subject string, ttl time.Duration) error
+	Log    *slog.Logger
+}
+
+// New binds addr.
+func New(addr string, o Options) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	m, ready := o.Metrics, o.Ready
 	mux := http.NewServeMux()
+	if o.Token != "" && o.Revoke != nil {
+		mux.HandleFunc("POST /admin/revoke", func(w http.ResponseWriter, r *http.Request) {
+			if !bearerMatches(r.Header.Get("Authorization"), o.Token) {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			var req struct {
+				Subject string `json:"subject"`
+				TTL     string `json:"ttl"`
+			}
+			dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil || req.Subject == "" {
+				http.Error(w, `want {"subject": "...", "ttl": "24h" (optional)}`, http.StatusBadRequest)
+				return
+			}
+			var ttl time.Duration
+			if req.TTL != "" {
+				d, err := time.ParseDuration(req.TTL)
+				if err != nil || d <= 0 {
+					http.Error(w, "ttl: want a positive Go duration", http.StatusBadRequest)
+					return
+				}
+				ttl = d
+			}
+			if err := o.Revoke(r.Context(), req.Subject, ttl); err != nil {
+				if o.Log != nil {
+					o.Log.Error("revoke failed", "subject", req.Subject, "error", err.Error())
+				}
+				http.Error(w, "revocation not propagated: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			if o.Log != nil {
+				o.Log.Info("subject revoked", "subject", req.Subject)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"revoked":true}` + "\n"))
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -48,6 +108,18 @@ func New(addr string, m *metrics.Metrics, ready func() bool) (*Server, error) {
 			MaxHeaderBytes:    8 << 10,
 		},
 	}, nil
+}
+
+// bearerMatches compares in constant time, so response timing says nothing
+// about how much of the admin token a guess got right.
+func bearerMatches(header, token string) bool {
+	const p = "Bearer "
+	if len(header) <= len(p) || !strings.EqualFold(header[:len(p)], p) {
+		return false
+	}
+	a := sha256.Sum256([]byte(strings.TrimSpace(header[len(p):])))
+	b := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 // Addr is the bound address.

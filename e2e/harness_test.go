@@ -50,6 +50,7 @@ const (
 	aliceToken = "alice-static-token-0123456789"
 	bobToken   = "bob-static-token-0123456789ab"
 	jwtSecret  = "e2e-hs256-secret-that-is-long-enough-0123456789"
+	adminToken = "e2e-admin-token-0123456789abcdef"
 )
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -115,7 +116,8 @@ func baseConfig(listen, admin string) map[string]string {
   idle_timeout: 60s
   ping_interval: 20s`,
 		"admin": fmt.Sprintf(`
-  listen: %q`, admin),
+  listen: %q
+  token_file: admin.token`, admin),
 		"log": `
   format: json
   level: info`,
@@ -145,7 +147,7 @@ func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string,
 		o(cfg)
 	}
 	var b strings.Builder
-	for _, k := range []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit", "upstreams", "routes", "admin", "log", "drain_timeout"} {
+	for _, k := range []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit", "upstreams", "routes", "admin", "log", "drain_timeout", "redis"} {
 		if v, ok := cfg[k]; ok {
 			fmt.Fprintf(&b, "%s: %s\n", k, v)
 		}
@@ -154,6 +156,7 @@ func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string,
 	must(t, os.WriteFile(filepath.Join(dir, "tokens.txt"), []byte(
 		"# sha256 subject\n"+sha(aliceToken)+" alice\n"+sha(bobToken)+" bob\n"), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "jwt.key"), []byte(jwtSecret+"\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(adminToken+"\n"), 0o600))
 
 	bin, args := gatewayBin, []string{"serve", "-c", filepath.Join(dir, "gateway.yaml")}
 	if wrap != nil {

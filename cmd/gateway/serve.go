@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/admin"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/cluster"
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
@@ -87,14 +90,37 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	for _, r := range cfg.Routes {
 		routes = append(routes, reactor.Route{Path: r.Path, Upstream: ups[r.Upstream]})
 	}
+	// Shared state: Redis when configured, else this node's memory.
+	var rdb *redis.Client
+	if cfg.Redis.URL != "" {
+		if rdb, err = cluster.NewClient(cfg.Redis.URL); err != nil {
+			return &exitError{2, fmt.Errorf("redis.url: %w", err)}
+		}
+		defer rdb.Close()
+		log.Info("distributed mode", "redis", config.RedactURL(cfg.Redis.URL), "on_failure", cfg.Redis.OnFailure)
+	}
 	var subj ratelimit.SubjectLimiter
 	if ps := cfg.RateLimit.PerSubject; ps.Messages > 0 {
-		l := ratelimit.NewLocalSubjectLimiter(ratelimit.Limit{N: ps.Messages, Window: time.Duration(ps.Window)})
-		subj = l
+		lim := ratelimit.Limit{N: ps.Messages, Window: time.Duration(ps.Window)}
+		if rdb != nil {
+			cl := cluster.NewLimiter(rdb, lim, cluster.LimiterOptions{OnFailure: cfg.Redis.OnFailure}, m, log)
+			defer cl.Close()
+			subj = cl
+		} else {
+			subj = ratelimit.NewLocalSubjectLimiter(lim)
+		}
 	}
-	srv, err := reactor.New(reactor.Options{
+	tickets := cluster.NewTickets(rdb, time.Duration(cfg.Auth.Tickets.TTL))
+	var srv *reactor.Server
+	revoker := cluster.NewRevoker(rdb, revocationTTL, func(subject string) {
+		if srv != nil {
+			srv.CloseSubject(subject, 1008, "Revoked")
+		}
+	}, log)
+	verifier.SetRevoked(revoker.IsRevoked)
+	srv, err = reactor.New(reactor.Options{
 		Config: cfg, Verifier: verifier, Routes: routes, Table: session.NewTable(),
-		Metrics: m, Log: log, SubjectLimiter: subj,
+		Metrics: m, Log: log, SubjectLimiter: subj, Tickets: tickets,
 	})
 	if err != nil {
 		return &exitError{2, err}
@@ -102,9 +128,27 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go revoker.Run(ctx)
 	var adm *admin.Server
 	if cfg.Admin.Listen != "" {
-		adm, err = admin.New(cfg.Admin.Listen, m, func() bool { return !srv.Draining() })
+		var token string
+		if cfg.Admin.TokenFile != "" {
+			b, err := os.ReadFile(cfg.Admin.TokenFile)
+			if err != nil {
+				return &exitError{2, fmt.Errorf("admin.token_file: %v", err)}
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		adm, err = admin.New(cfg.Admin.Listen, admin.Options{
+			Metrics: m, Ready: func() bool { return !srv.Draining() }, Token: token, Log: log,
+			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
+				until := time.Time{}
+				if ttl > 0 {
+					until = time.Now().Add(ttl)
+				}
+				return revoker.Revoke(ctx, subject, until)
+			},
+		})
 		if err != nil {
 			return fmt.Errorf("admin.listen: %w", err)
 		}
@@ -159,6 +203,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// revocationTTL is how long a revocation lasts when the request names no
+// ttl: at least as long as any JWT this deployment should mint.
+const revocationTTL = 24 * time.Hour
+
 func newLogger(l config.Log, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
@@ -205,8 +253,6 @@ func notYetServed(cfg *config.Config) error {
 		return fmt.Errorf("proxy.proxy_protocol: PROXY protocol is not implemented in this build")
 	case cfg.InsecurePlaintext:
 		return fmt.Errorf("insecure_plaintext: serving plaintext off loopback is not implemented in this build")
-	case cfg.Redis.URL != "":
-		return fmt.Errorf("redis.url: distributed mode is not implemented in this build")
 	}
 	for _, l := range cfg.Listen {
 		if !config.IsLoopback(l) {
