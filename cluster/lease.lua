@@ -1,0 +1,101 @@
+-- Lease quota of one subject: "at most N messages in any window W", shared by
+-- every gateway node. Atomic (one script), all keys in one hash slot.
+--
+-- KEYS[1] zset  grant id -> expiry (us, Redis clock)
+-- KEYS[2] hash  grant id -> units still counted; field "sum" = their total
+-- KEYS[3] zset  node id -> last request (us): nodes active on this subject
+--
+-- ARGV: 1 N, 2 W (us), 3 lease lifetime L (us), 4 node id, 5 new grant id,
+--       6 want (units to lease), 7 debt (units already admitted on credit),
+--       8 min-grant divisor d (no grant below N/(d*nodes) while that
+--       much is free), 9 report count, then per report:
+--       grant id, unused units, us since its last use (-1: never used).
+--
+-- A grant made at t is counted until t+W+L: the node uses it only during
+-- [t, t+L), so every use stays counted for a full W after it. A report
+-- shortens that: unused units are dropped now, used ones are kept until
+-- last use + W. Debt was admitted before this call, so it is counted until
+-- now+W. Hence the sum of counted units at any instant bounds the messages
+-- admitted in the W before it, and it never exceeds N except by debt.
+--
+-- Returns {lease, N - counted, active nodes, us until min(want, min grant)
+-- units free up (0 when a lease was granted or none was wanted)}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local N = tonumber(ARGV[1])
+local W = tonumber(ARGV[2])
+local L = tonumber(ARGV[3])
+local want = tonumber(ARGV[6])
+local debt = tonumber(ARGV[7])
+local sum = tonumber(redis.call('HGET', KEYS[2], 'sum') or '0')
+
+for i = 0, tonumber(ARGV[9]) - 1 do
+  local id = ARGV[10 + 3 * i]
+  local unused = tonumber(ARGV[11 + 3 * i])
+  local ago = tonumber(ARGV[12 + 3 * i])
+  local c = redis.call('HGET', KEYS[2], id)
+  if c then
+    c = tonumber(c)
+    if unused > c then unused = c end
+    sum = sum - unused
+    c = c - unused
+    if c <= 0 then
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('ZREM', KEYS[1], id)
+    else
+      redis.call('HSET', KEYS[2], id, c)
+      if ago >= 0 then
+        local exp = now - ago + W
+        local cur = tonumber(redis.call('ZSCORE', KEYS[1], id))
+        if cur and exp < cur then redis.call('ZADD', KEYS[1], exp, id) end
+      end
+    end
+  end
+end
+
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, id in ipairs(old) do
+  sum = sum - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('HDEL', KEYS[2], id)
+end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+if sum < 0 then sum = 0 end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - W)
+if want > 0 or debt > 0 then redis.call('ZADD', KEYS[3], now, ARGV[4]) end
+local n = redis.call('ZCARD', KEYS[3])
+if n < 1 then n = 1 end
+local minGrant = math.max(1, math.floor(N / (tonumber(ARGV[8]) * n)))
+
+local avail = N - sum - debt
+local lease = 0
+if want > 0 and avail > 0 then
+  local share = math.floor(avail / (2 * n))
+  if share < minGrant then share = minGrant end
+  lease = math.min(want, avail, share)
+end
+local count = lease + debt
+if count > 0 then
+  local exp = now + W
+  if lease > 0 then exp = exp + L end
+  redis.call('ZADD', KEYS[1], exp, ARGV[5])
+  redis.call('HSET', KEYS[2], ARGV[5], count)
+  sum = sum + count
+end
+redis.call('HSET', KEYS[2], 'sum', sum)
+local ttl = math.floor((W + L) / 1000) + 1000
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+
+local wait = 0
+if lease == 0 and want > 0 then
+  local need = math.min(want, minGrant) - (N - sum)
+  local rows = redis.call('ZRANGE', KEYS[1], 0, 63, 'WITHSCORES')
+  local freed = 0
+  for i = 1, #rows, 2 do
+    freed = freed + tonumber(redis.call('HGET', KEYS[2], rows[i]) or '0')
+    wait = tonumber(rows[i + 1]) - now
+    if freed >= need then break end
+  end
+  if wait < 1000 then wait = 1000 end
+end
+return {lease, N - sum, n, math.floor(wait)}

@@ -1,0 +1,360 @@
+// Package cluster owns what gateway nodes share through Redis: per-subject
+// limits, single-use tickets, revocations.
+//
+// Nothing here may be called from an event loop except Limiter.Allow and
+// Revoker.IsRevoked, which answer from memory. Everything that talks to Redis
+// runs on a goroutine of its own (the limiter's refill loop, the revoker's
+// subscription) or in a caller that is already off the loop (ticket issue and
+// consume run in HTTP handlers and upgrade workers).
+//
+// Keys carry the subject in a hash tag ({subject}), so every key of one
+// subject lives in one slot and the same scripts run on Redis Cluster.
+package cluster
+
+import (
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgate/gateway/metrics"
+	"github.com/mcpgate/gateway/ratelimit"
+	"github.com/redis/go-redis/v9"
+)
+
+// Why leases, and why not redis_rate: the limit means "at most N messages of
+// a subject in any window W, across all nodes" (SPEC 5). redis_rate is GCRA,
+// a token bucket, which lets a full burst through and then refills, so up to
+// about 2N pass in one W; and it costs one round trip per message, which the
+// event loop cannot wait for. Instead each node leases quota in batches from
+// a Lua script that keeps every grant in a sorted set by expiry (an exact
+// sliding log of grants, not of messages), and Allow spends the lease from
+// memory. A grant is counted for W after its last use, so grants never sum
+// past N in any W, and lease sizes shrink as the window fills so that nodes
+// share what is left. See lease.lua for the invariant.
+
+// LimiterOptions tune a Limiter. The zero value is usable.
+type LimiterOptions struct {
+	// OnFailure is what Allow does while Redis is unreachable: "local"
+	// (default: a per-node sliding window with this node's share of N) or
+	// "deny" (refuse every message until Redis is back).
+	OnFailure string
+	// Nodes is the number of gateway nodes the limit is split across in the
+	// "local" fallback. 0: the most nodes seen active on one subject in the
+	// lease script's answers over the last minute, or 1 if none were seen.
+	Nodes int
+	// LocalShare, when > 0, is this node's limit per W in the "local"
+	// fallback, instead of N/Nodes.
+	LocalShare int
+	// LeaseTTL is how long a node may spend a lease before it must ask
+	// again. Default W/10, within [50ms, 1s]. Unused units are handed back
+	// when a lease ends, so a longer TTL costs no accuracy in the steady
+	// state, only quota parked on a node that stopped sending.
+	LeaseTTL time.Duration
+	// MaxLease caps the units of one lease. Default N.
+	MaxLease int
+	// MinLeaseDivisor: while at least N/(d*nodes) units are free, no lease
+	// is smaller than that (fewer round trips once the window is full).
+	// Default 4.
+	MinLeaseDivisor int
+	// KeyPrefix prefixes every key. Default "mcpgate:rl:".
+	KeyPrefix string
+	// QueueSize bounds the refill requests waiting for the refill goroutine.
+	// Default 4096. When it is full Allow does not wait: it asks again later.
+	QueueSize int
+	// CallTimeout bounds one round trip (a pipeline of lease calls).
+	// Default 500ms.
+	CallTimeout time.Duration
+	// ProbeInterval is how often a Redis that failed is probed. Default 1s.
+	ProbeInterval time.Duration
+}
+
+const (
+	shards     = 64
+	maxReports = 4
+	maxBatch   = 128
+	// clockSlack is subtracted from "time since last use" in reports: the
+	// caller's now may lag the refill goroutine's clock by a tick, and a
+	// report must never claim a use happened earlier than it did.
+	clockSlack = int64(5 * time.Millisecond)
+)
+
+// grant is a lease held by this node. id 0 means none.
+type grant struct {
+	id      uint64
+	units   int32 // left to spend
+	granted int32
+	exp     int64 // unix ns after which it must not be spent
+	lastUse int64 // unix ns; 0 = never
+}
+
+// report tells the script how a retired grant was spent.
+type report struct {
+	id      uint64
+	unused  int32
+	lastUse int64
+}
+
+// entry is one subject's state on this node, guarded by its shard's mutex.
+type entry struct {
+	subject   string
+	keys      []string // built by the refill goroutine
+	cur, next grant    // next is prefetched before cur runs out
+	reports   [maxReports]report
+	nrep      int
+	repAt     int64 // when the oldest pending report was made
+	debt      int32 // admitted on credit, not yet recorded in Redis
+	debtAt    int64
+	credit    int32 // how much debt the last answer allows
+	nodes     int32 // active nodes in the last answer
+	infoAt    int64 // when the last answer arrived
+	fullUntil int64 // the window is full until then: no credit, no asking
+	attempts  int64 // Allow calls since the last refill (demand)
+	rateFrom  int64
+	lastSeen  int64
+	queued    bool // a refill is queued or in flight
+	dead      bool // dropped from the map by the sweep
+}
+
+// retire stops g from being spent and keeps a report of it for the next
+// call. With the report ring full the oldest report is dropped: Redis then
+// keeps counting that grant in full until it expires (conservative).
+func (e *entry) retire(g *grant, t int64) {
+	if g.units > 0 || g.lastUse != 0 {
+		if e.nrep == 0 {
+			e.repAt = t
+		}
+		if e.nrep == maxReports {
+			copy(e.reports[:], e.reports[1:])
+			e.nrep--
+		}
+		e.reports[e.nrep] = report{id: g.id, unused: g.units, lastUse: g.lastUse}
+		e.nrep++
+	}
+	*g = grant{}
+}
+
+type shard struct {
+	mu sync.Mutex
+	m  map[string]*entry
+}
+
+// Limiter is a ratelimit.SubjectLimiter counted across every node sharing a
+// Redis. Allow never blocks and never does I/O; one goroutine per Limiter
+// leases quota in the background.
+type Limiter struct {
+	rdb     *redis.Client
+	limit   ratelimit.Limit
+	opts    LimiterOptions
+	m       *metrics.Metrics
+	log     *slog.Logger
+	enabled bool
+	deny    bool
+
+	window       int64 // W in ns
+	lease        int64 // lease TTL in ns
+	coldCredit   int32
+	pendingRetry time.Duration
+	nodeID       string
+	seed         maphash.Seed
+	shards       [shards]shard
+
+	queue    chan *entry
+	down     atomic.Bool
+	fallback atomic.Pointer[ratelimit.Keyed[string]]
+	// fallbackShare is the limit of the fallback; refill goroutine only.
+	fallbackShare int
+	seq           uint64 // grant ids, refill goroutine only
+	sha           string
+	src           string
+
+	calls, trips, errs atomic.Uint64
+	nodesSeen          atomic.Int32
+	nodesSeenAt        atomic.Int64
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// LimiterStats are counters for tests and diagnostics.
+type LimiterStats struct {
+	Calls      uint64 // lease script calls
+	RoundTrips uint64 // pipelines sent to Redis (each with one or more calls)
+	Errors     uint64 // failed round trips and probes
+	Down       bool   // Redis is considered unreachable
+}
+
+// NewLimiter returns a cluster-wide per-subject limiter and starts its refill
+// goroutine (stop it with Close). A nil rdb gives a node-local limiter with
+// the whole limit. m and log may be nil.
+func NewLimiter(rdb *redis.Client, limit ratelimit.Limit, opts LimiterOptions, m *metrics.Metrics, log *slog.Logger) *Limiter {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Limiter{
+		rdb: rdb, limit: limit, opts: opts, m: m, log: log,
+		enabled: limit.Enabled(), deny: opts.OnFailure == "deny",
+		seed: maphash.MakeSeed(), nodeID: randomID(),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	for i := range l.shards {
+		l.shards[i].m = make(map[string]*entry)
+	}
+	if !l.enabled || rdb == nil {
+		// Disabled: Allow says yes before looking. No Redis: a node-local
+		// window with the whole limit, as if Redis were down for good.
+		l.deny = false
+		l.fallback.Store(ratelimit.NewLocalSubjectLimiter(limit))
+		l.down.Store(true)
+		close(l.done)
+		return l
+	}
+	l.window = int64(limit.Window)
+	l.lease = int64(opts.LeaseTTL)
+	if l.lease <= 0 {
+		l.lease = min(max(l.window/10, int64(50*time.Millisecond)), int64(time.Second))
+	}
+	if l.opts.MaxLease <= 0 {
+		l.opts.MaxLease = limit.N
+	}
+	if l.opts.MinLeaseDivisor <= 0 {
+		l.opts.MinLeaseDivisor = 4
+	}
+	if l.opts.KeyPrefix == "" {
+		l.opts.KeyPrefix = "mcpgate:rl:"
+	}
+	if l.opts.QueueSize <= 0 {
+		l.opts.QueueSize = 4096
+	}
+	if l.opts.CallTimeout <= 0 {
+		l.opts.CallTimeout = 500 * time.Millisecond
+	}
+	if l.opts.ProbeInterval <= 0 {
+		l.opts.ProbeInterval = time.Second
+	}
+	l.coldCredit = creditCap(limit.N, max(opts.Nodes, 1))
+	l.pendingRetry = min(max(limit.Window/time.Duration(limit.N), time.Millisecond), time.Duration(l.lease))
+	l.queue = make(chan *entry, l.opts.QueueSize)
+	l.src = leaseScript
+	l.sha = redis.NewScript(leaseScript).Hash()
+	l.nodesSeen.Store(1)
+	go l.run()
+	return l
+}
+
+// creditCap bounds what a node admits before Redis has recorded it: at most
+// N/(50*nodes), at least 1, so that nodes racing on stale answers overshoot
+// by 2 % at most.
+func creditCap(n, nodes int) int32 {
+	return int32(max(1, n/(50*max(nodes, 1))))
+}
+
+// Allow admits one message of subject at now, from memory. It implements
+// ratelimit.SubjectLimiter; retryAfter is a hint for a refused message.
+func (l *Limiter) Allow(subject string, now time.Time) (ok bool, retryAfter time.Duration) {
+	if !l.enabled {
+		return true, 0
+	}
+	if l.down.Load() {
+		if l.deny {
+			return false, l.opts.ProbeInterval
+		}
+		return l.fallback.Load().Allow(subject, now)
+	}
+	t := now.UnixNano()
+	s := &l.shards[maphash.String(l.seed, subject)%shards]
+	s.mu.Lock()
+	e := s.m[subject]
+	if e == nil {
+		e = &entry{subject: subject, rateFrom: t}
+		s.m[subject] = e
+	}
+	e.lastSeen = t
+	e.attempts++
+	ok, retryAfter = l.take(e, t)
+	if !e.queued && l.wantsRefill(e, t) {
+		select {
+		case l.queue <- e:
+			e.queued = true
+		default: // the refill goroutine is behind; ask again on a later call
+		}
+	}
+	s.mu.Unlock()
+	return ok, retryAfter
+}
+
+// take spends one unit: from the current lease, else the prefetched one,
+// else on credit when the last answer said there was plenty left.
+func (l *Limiter) take(e *entry, t int64) (bool, time.Duration) {
+	for {
+		if g := &e.cur; g.id != 0 {
+			if g.units > 0 && t < g.exp {
+				g.units--
+				g.lastUse = t
+				if g.units == 0 {
+					// Spent before it expired: demand exceeds the lease,
+					// so the window may be filling fast on every node.
+					// No credit until Redis answers again.
+					e.retire(g, t)
+					e.credit = 0
+				}
+				return true, 0
+			}
+			e.retire(g, t)
+		}
+		if e.next.id == 0 {
+			break
+		}
+		e.cur, e.next = e.next, grant{}
+	}
+	if t < e.fullUntil {
+		return false, time.Duration(e.fullUntil - t)
+	}
+	credit := e.credit
+	if t-e.infoAt > l.window {
+		// Nothing known for a whole window (a new or quiet subject): admit
+		// a little before asking, so a first message is not refused.
+		credit = l.coldCredit
+	}
+	if e.debt < credit {
+		e.debt++
+		e.debtAt = t
+		return true, 0
+	}
+	return false, l.pendingRetry
+}
+
+// wantsRefill: record debt at once; otherwise prefetch the next lease when
+// the current one is three quarters spent or near its end.
+func (l *Limiter) wantsRefill(e *entry, t int64) bool {
+	if e.debt > 0 || e.nrep == maxReports {
+		return true
+	}
+	if t < e.fullUntil || e.next.id != 0 {
+		return false
+	}
+	g := &e.cur
+	return g.id == 0 || g.units*4 <= g.granted || t >= g.exp-l.lease/4
+}
+
+// Stats returns the limiter's counters.
+func (l *Limiter) Stats() LimiterStats {
+	return LimiterStats{Calls: l.calls.Load(), RoundTrips: l.trips.Load(), Errors: l.errs.Load(), Down: l.down.Load()}
+}
+
+// Close stops the refill goroutine. Allow keeps answering afterwards, from
+// leases it holds and then from nothing (it refuses), so close it last.
+func (l *Limiter) Close() {
+	l.closeOnce.Do(func() {
+		select {
+		case <-l.done:
+		default:
+			close(l.stop)
+			<-l.done
+		}
+	})
+}
+
+var _ ratelimit.SubjectLimiter = (*Limiter)(nil)

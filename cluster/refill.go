@@ -1,0 +1,388 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/gateway/ratelimit"
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed lease.lua
+var leaseScript string
+
+// call is one lease script invocation: what was taken from an entry, and the
+// command carrying it.
+type call struct {
+	e      *entry
+	want   int32
+	debt   int32
+	debtAt int64
+	id     uint64
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// run is the limiter's only goroutine. It sends the refills Allow queues,
+// in pipelines of up to maxBatch subjects (one round trip however many
+// subjects are hot), sweeps expired leases, and probes Redis while it is
+// down. Its queue is bounded and Allow never waits on it.
+func (l *Limiter) run() {
+	defer close(l.done)
+	every := min(max(time.Duration(l.lease/4), 10*time.Millisecond), 250*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	l.probe() // SCRIPT LOAD at start; marks Redis down on failure
+	var lastProbe, lastFallbackSweep time.Time
+	batch := make([]*entry, 0, maxBatch)
+	for {
+		select {
+		case <-l.stop:
+			return
+		case e := <-l.queue:
+			batch = append(batch[:0], e)
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case e := <-l.queue:
+					batch = append(batch, e)
+				default:
+					break drain
+				}
+			}
+			if l.down.Load() {
+				l.release(batch)
+				continue
+			}
+			l.refill(batch)
+		case now := <-tick.C:
+			if !l.down.Load() {
+				l.sweep(now)
+				continue
+			}
+			if now.Sub(lastFallbackSweep) >= l.limit.Window {
+				lastFallbackSweep = now
+				if fb := l.fallback.Load(); fb != nil {
+					fb.Sweep(now)
+				}
+			}
+			if now.Sub(lastProbe) >= l.opts.ProbeInterval {
+				lastProbe = now
+				l.probe()
+			}
+		}
+	}
+}
+
+// probe loads the script (which also proves Redis answers) and flips the
+// state to up on success.
+func (l *Limiter) probe() {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
+	defer cancel()
+	l.trips.Add(1)
+	sha, err := l.rdb.ScriptLoad(ctx, l.src).Result()
+	if err != nil {
+		l.fail(err)
+		return
+	}
+	l.sha = sha
+	if l.down.CompareAndSwap(true, false) {
+		l.log.Info("redis reachable: per-subject limits are shared across nodes again")
+	}
+}
+
+// fail counts a failed round trip and, on the first one, switches Allow to
+// the fallback and logs the change once.
+func (l *Limiter) fail(err error) {
+	l.errs.Add(1)
+	if l.m != nil {
+		l.m.RedisErrors.Inc()
+	}
+	if l.down.Load() {
+		return
+	}
+	share := 0
+	if !l.deny {
+		share = l.localShare()
+		if fb := l.fallback.Load(); fb == nil || l.fallbackShare != share {
+			l.fallback.Store(ratelimit.NewLocalSubjectLimiter(ratelimit.Limit{N: share, Window: l.limit.Window}))
+			l.fallbackShare = share
+		}
+	}
+	l.down.Store(true)
+	mode := "local"
+	if l.deny {
+		mode = "deny"
+	}
+	l.log.Warn("redis unreachable: per-subject limits fall back until it answers",
+		"on_failure", mode, "local_limit", share, "window", l.limit.Window, "err", err.Error())
+}
+
+// localShare is this node's part of N while Redis is down.
+func (l *Limiter) localShare() int {
+	if l.opts.LocalShare > 0 {
+		return l.opts.LocalShare
+	}
+	nodes := l.opts.Nodes
+	if nodes <= 0 {
+		nodes = 1
+		if time.Since(time.Unix(0, l.nodesSeenAt.Load())) < time.Minute {
+			nodes = max(1, int(l.nodesSeen.Load()))
+		}
+	}
+	return max(1, (l.limit.N+nodes-1)/nodes)
+}
+
+// release forgets queued refills (Redis is down).
+func (l *Limiter) release(batch []*entry) {
+	for _, e := range batch {
+		s := l.shardOf(e.subject)
+		s.mu.Lock()
+		e.queued = false
+		s.mu.Unlock()
+	}
+}
+
+func (l *Limiter) shardOf(subject string) *shard {
+	return &l.shards[maphash.String(l.seed, subject)%shards]
+}
+
+// refill sends one pipeline of lease calls and installs the answers.
+func (l *Limiter) refill(batch []*entry) {
+	now := time.Now().UnixNano()
+	calls := make([]call, 0, len(batch))
+	for _, e := range batch {
+		if c, ok := l.prepare(e, now); ok {
+			calls = append(calls, c)
+		}
+	}
+	if len(calls) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
+	defer cancel()
+	// A lease runs from before the request leaves, so that it ends no later
+	// than L after the script granted it, whatever the latency.
+	start := time.Now().UnixNano()
+	l.exec(ctx, calls, false)
+	// A Redis restarted (or flushed) has lost the script: EVAL it, which
+	// also caches it again for the next EVALSHA.
+	var again []call
+	for _, c := range calls {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+			again = append(again, c)
+		}
+	}
+	if len(again) > 0 {
+		l.exec(ctx, again, true)
+		for i, j := 0, 0; i < len(calls) && j < len(again); i++ {
+			if calls[i].e == again[j].e {
+				calls[i].cmd = again[j].cmd
+				j++
+			}
+		}
+	}
+	recv := time.Now().UnixNano()
+	var failed error
+	for i := range calls {
+		if err := l.install(&calls[i], start, recv); err != nil && failed == nil {
+			failed = err
+		}
+	}
+	if failed != nil {
+		l.fail(failed)
+	}
+}
+
+func (l *Limiter) exec(ctx context.Context, calls []call, eval bool) {
+	pipe := l.rdb.Pipeline()
+	for i := range calls {
+		c := &calls[i]
+		if eval {
+			c.cmd = pipe.Eval(ctx, l.src, c.keys, c.args...)
+		} else {
+			c.cmd = pipe.EvalSha(ctx, l.sha, c.keys, c.args...)
+		}
+	}
+	l.trips.Add(1)
+	l.calls.Add(uint64(len(calls)))
+	_, _ = pipe.Exec(ctx) // errors are read per command
+}
+
+// prepare takes an entry's demand, debt and reports into a call.
+func (l *Limiter) prepare(e *entry, now int64) (call, bool) {
+	s := l.shardOf(e.subject)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.dead {
+		e.queued = false
+		return call{}, false
+	}
+	// Ask for twice what this node's demand (admitted or not) would spend
+	// in one lease TTL: a slow subject gets a small lease and parks little
+	// quota here; a flooded one gets the most the script will give.
+	elapsed := max(now-e.rateFrom, l.lease/2)
+	expect := float64(e.attempts) * float64(l.lease) / float64(elapsed)
+	want := 0
+	if expect >= 0.5 {
+		want = int(math.Min(math.Ceil(2*expect), float64(l.opts.MaxLease)))
+	}
+	if want == 0 && e.attempts > 0 && e.debt == 0 && e.cur.id == 0 {
+		want = 1 // refused for want of credit: ask for at least one
+	}
+	if e.next.id != 0 || now < e.fullUntil {
+		want = 0 // nothing to fetch: this call only records debt or reports
+	}
+	c := call{e: e, want: int32(want), debt: e.debt, debtAt: e.debtAt}
+	e.debt = 0
+	e.attempts = 0
+	e.rateFrom = now
+	if c.want > 0 || c.debt > 0 {
+		l.seq++
+		c.id = l.seq
+	}
+	if e.keys == nil {
+		e.keys = l.keysFor(e.subject)
+	}
+	c.keys = e.keys
+	c.args = make([]any, 0, 9+3*e.nrep)
+	c.args = append(c.args, l.limit.N, l.window/1000, l.lease/1000, l.nodeID,
+		l.grantName(c.id), want, c.debt, l.opts.MinLeaseDivisor, e.nrep)
+	for _, r := range e.reports[:e.nrep] {
+		ago := int64(-1)
+		if r.lastUse != 0 {
+			ago = max(0, now-r.lastUse-clockSlack) / 1000
+		}
+		c.args = append(c.args, l.grantName(r.id), r.unused, ago)
+	}
+	e.nrep = 0
+	return c, true
+}
+
+// install applies a script answer {lease, free, nodes, wait us} to the
+// entry. On error the call's debt and reports are lost: Redis keeps
+// counting those grants in full until they expire, and the debt was
+// admitted while Redis could not count it.
+func (l *Limiter) install(c *call, start, recv int64) error {
+	e := c.e
+	s := l.shardOf(e.subject)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.queued = false
+	v, err := c.cmd.Int64Slice()
+	if err != nil {
+		return err
+	}
+	if len(v) != 4 {
+		return errBadReply
+	}
+	lease, free, nodes, wait := int32(v[0]), v[1], max(int32(v[2]), 1), v[3]
+	e.infoAt = recv
+	e.nodes = nodes
+	e.credit = 0
+	if free > 0 {
+		e.credit = min(int32(free/int64(2*nodes)), creditCap(l.limit.N, int(nodes)))
+	}
+	if n := l.nodesSeen.Load(); nodes >= n || recv-l.nodesSeenAt.Load() > int64(time.Minute) {
+		l.nodesSeen.Store(nodes)
+		l.nodesSeenAt.Store(recv)
+	}
+	switch {
+	case lease > 0:
+		g := grant{id: c.id, units: lease, granted: lease, exp: start + l.lease - clockSlack}
+		if c.debt > 0 {
+			g.lastUse = c.debtAt // the grant's count includes the debt
+		}
+		e.fullUntil = 0
+		switch {
+		case e.cur.id == 0:
+			e.cur = g
+		case e.next.id == 0:
+			e.next = g
+		default:
+			e.retire(&g, recv)
+		}
+	case c.want > 0:
+		e.fullUntil = recv + wait*1000
+	}
+	return nil
+}
+
+// sweep retires expired leases (handing their unused units back), flushes
+// reports no refill carried within a lease TTL, and forgets idle subjects.
+func (l *Limiter) sweep(now time.Time) {
+	t := now.UnixNano()
+	var batch []*entry
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if e.cur.id != 0 && t >= e.cur.exp {
+				e.retire(&e.cur, t)
+			}
+			if e.next.id != 0 && t >= e.next.exp {
+				e.retire(&e.next, t)
+			}
+			if e.cur.id == 0 && e.next.id != 0 {
+				e.cur, e.next = e.next, grant{}
+			}
+			if e.queued {
+				continue
+			}
+			if e.debt > 0 || (e.nrep > 0 && t-e.repAt >= l.lease) {
+				e.queued = true
+				batch = append(batch, e)
+				continue
+			}
+			if e.cur.id == 0 && e.nrep == 0 && t-e.lastSeen > l.window+l.lease {
+				delete(s.m, k)
+				e.dead = true
+			}
+		}
+		s.mu.Unlock()
+	}
+	for len(batch) > 0 && !l.down.Load() {
+		n := min(len(batch), maxBatch)
+		l.refill(batch[:n])
+		batch = batch[n:]
+	}
+	l.release(batch)
+}
+
+// keysFor names a subject's keys, with the subject as the hash tag. A
+// subject that would break the tag (braces, empty) or make long keys is
+// replaced by a digest.
+func (l *Limiter) keysFor(subject string) []string {
+	tag := subject
+	if tag == "" || len(tag) > 128 || strings.ContainsAny(tag, "{}") {
+		sum := sha256.Sum256([]byte(subject))
+		tag = "#" + hex.EncodeToString(sum[:16])
+	}
+	base := l.opts.KeyPrefix + "{" + tag + "}"
+	return []string{base + ":g", base + ":c", base + ":n"}
+}
+
+func (l *Limiter) grantName(id uint64) string {
+	return l.nodeID + ":" + strconv.FormatUint(id, 36)
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+type constError string
+
+func (e constError) Error() string { return string(e) }
+
+const errBadReply = constError("lease script: unexpected reply")
