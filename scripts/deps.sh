@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh machine (Debian, root):
-# the npm packages of the real-client tests. Idempotent and quiet when
-# everything is there already.
+# Installs what the test suite needs on a fresh machine (Debian, root): the
+# Debian packages named as arguments (redis-server, haproxy, chromium) and the
+# npm packages pinned under test/*/. Idempotent and quiet when everything is
+# there already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,12 @@ if ! command -v node >/dev/null; then
 	echo "deps: node is required (Node 20)" >&2
 	exit 1
 fi
-if [ ! -d test/node/node_modules ] || [ test/node/package-lock.json -nt test/node/node_modules ]; then
-	echo "deps: npm ci --prefix test/node"
-	npm ci --prefix test/node --no-audit --no-fund --loglevel=error
-	touch test/node/node_modules
-fi
+# Every npm-pinned test folder (real clients, MCP peers, peer gateways).
+for lock in test/*/package-lock.json; do
+	dir=$(dirname "$lock")
+	if [ ! -d "$dir/node_modules" ] || [ "$lock" -nt "$dir/node_modules" ]; then
+		echo "deps: npm ci --prefix $dir"
+		npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+		touch "$dir/node_modules"
+	fi
+done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the command README.md gives and .ci/run calls.
 #   scripts/test.sh            everything (format, vet, race tests, fuzz smoke)
-#   FUZZTIME=60s scripts/test.sh   longer fuzzing per target
+#   FUZZTIME=60s scripts/test.sh   longer fuzzing per target (or scripts/fuzz.sh alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,14 +23,6 @@ go test -race -count=1 -timeout 15m ./...
 echo "== benchmarks compile and run once"
 go test -run '^$' -bench . -benchtime 1x ./frame/ ./session/ ./ratelimit/ ./mcp/ ./upstream/... ./auth/ >/dev/null
 
-echo "== fuzz smoke (${FUZZTIME:=5s} per target)"
-for spec in \
-	frame:FuzzReader frame:FuzzParseHeader \
-	reactor:FuzzUpgrade \
-	mcp:FuzzScan upstream/builtin:FuzzHandle \
-	auth:FuzzVerify config:FuzzParseSize config:FuzzLoadYAML; do
-	pkg=${spec%%:*}; target=${spec#*:}
-	go test -run "^$" -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 200x "./$pkg/" >/dev/null
-	echo "fuzz $pkg $target: ok"
-done
+echo "== fuzz smoke"
+FUZZTIME=${FUZZTIME:-5s} scripts/fuzz.sh
 echo "== all tests passed"
