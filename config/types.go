@@ -111,6 +111,12 @@ type RateLimit struct {
 type Redis struct {
 	URL       string `yaml:"url"`
 	OnFailure string `yaml:"on_failure"` // local | deny
+	// Nodes splits the cluster limit in the local fallback (0: the most
+	// nodes seen sharing a subject in the last minute).
+	Nodes int `yaml:"nodes"`
+	// LocalShare, when > 0, is this node's per-subject limit per window in
+	// the local fallback, instead of the limit divided by Nodes.
+	LocalShare int `yaml:"local_share"`
 }
 
 // Upstream is one pool of MCP servers. Which fields apply depends on Type.

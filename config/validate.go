@@ -387,6 +387,12 @@ func (c *Config) validateMisc(v *validator) {
 			v.add(fmt.Sprintf("origins.allowed[%d]", i), "%s", msg)
 		}
 	}
+	if c.Redis.Nodes < 0 {
+		v.add("redis.nodes", "%d: must be 0 (auto) or positive", c.Redis.Nodes)
+	}
+	if c.Redis.LocalShare < 0 {
+		v.add("redis.local_share", "%d: must be 0 (limit / nodes) or positive", c.Redis.LocalShare)
+	}
 	if c.Redis.OnFailure != "local" && c.Redis.OnFailure != "deny" {
 		v.add("redis.on_failure", "%q: want local or deny", c.Redis.OnFailure)
 	}

@@ -103,7 +103,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if ps := cfg.RateLimit.PerSubject; ps.Messages > 0 {
 		lim := ratelimit.Limit{N: ps.Messages, Window: time.Duration(ps.Window)}
 		if rdb != nil {
-			cl := cluster.NewLimiter(rdb, lim, cluster.LimiterOptions{OnFailure: cfg.Redis.OnFailure}, m, log)
+			cl := cluster.NewLimiter(rdb, lim, cluster.LimiterOptions{
+				OnFailure: cfg.Redis.OnFailure, Nodes: cfg.Redis.Nodes, LocalShare: cfg.Redis.LocalShare}, m, log)
 			defer cl.Close()
 			subj = cl
 		} else {
