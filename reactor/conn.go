@@ -327,26 +327,60 @@ func (c *conn) Deliver(msg []byte) {
 			defer c.runOnLoop(func() { c.closeNow(ws.StatusGoingAway, "Going away") })
 		}
 	}
-	b := getBuf(int(n))
-	*b = frame.AppendText((*b)[:0], msg)
+	ob := outPool.Get().(*outBuf)
+	ob.c, ob.n = c, n
+	ob.b = frame.AppendText(ob.b[:0], msg)
 	c.sess.OutPending.Add(n)
 	c.sess.MsgsOut.Add(1)
-	err := c.gc.AsyncWrite(*b, func(gc gnet.Conn, err error) error {
+	if err := c.gc.AsyncWrite(ob.b, ob.cb); err != nil {
 		c.sess.OutPending.Add(-n)
-		putBuf(b)
-		if err == nil && c.sess.State != session.Closing &&
-			int64(gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
-			c.failSlow()
-			_ = gc.EventLoop().Close(gc)
-		}
-		return nil
-	})
-	if err != nil {
-		c.sess.OutPending.Add(-n)
-		putBuf(b)
+		ob.release()
 		return
 	}
 	c.srv.m.MessagesOut.Inc()
+}
+
+// outBuf is one framed reply on its way through AsyncWrite. It carries its
+// own callback, bound once when the pool makes it, so a reply costs no
+// closure allocation.
+type outBuf struct {
+	b  []byte
+	c  *conn
+	n  int64
+	cb gnet.AsyncCallback
+}
+
+var outPool sync.Pool
+
+func init() {
+	// Set here: New refers to written, which puts back into outPool.
+	outPool.New = func() any {
+		ob := &outBuf{b: make([]byte, 0, 1024)}
+		ob.cb = ob.written
+		return ob
+	}
+}
+
+// written runs on the loop once gnet has written the frame or copied it into
+// the connection's outbound buffer; that backlog is where a slow reader shows.
+func (ob *outBuf) written(gc gnet.Conn, err error) error {
+	c := ob.c
+	c.sess.OutPending.Add(-ob.n)
+	ob.release()
+	if err == nil && c.sess.State != session.Closing &&
+		int64(gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
+		c.failSlow()
+		_ = gc.EventLoop().Close(gc)
+	}
+	return nil
+}
+
+func (ob *outBuf) release() {
+	ob.c = nil
+	if cap(ob.b) > 256<<10 {
+		ob.b = make([]byte, 0, 1024) // don't park rare huge replies in the pool
+	}
+	outPool.Put(ob)
 }
 
 // codeDraining answers requests that arrive while the gateway drains
