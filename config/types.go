@@ -5,8 +5,11 @@ import "time"
 // Config is the whole gateway configuration, as decoded from YAML.
 // Field tags name the YAML keys documented in docs/config.md.
 type Config struct {
-	Listen            Listeners  `yaml:"listen"`
-	Path              string     `yaml:"path"`
+	Listen Listeners `yaml:"listen"`
+	Path   string    `yaml:"path"`
+	// ReusePort lets several gateway processes of the same user bind the
+	// same listen address (SO_REUSEPORT); the kernel spreads connections.
+	ReusePort         bool       `yaml:"reuse_port"`
 	TLS               TLS        `yaml:"tls"`
 	Proxy             Proxy      `yaml:"proxy"`
 	InsecurePlaintext bool       `yaml:"insecure_plaintext"`

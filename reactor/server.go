@@ -185,6 +185,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		gnet.WithLoadBalancing(gnet.LeastConnections),
 		gnet.WithLogLevel(logging.ErrorLevel),
 		gnet.WithTCPKeepAlive(0),
+		gnet.WithReuseAddr(true), // restart while old sockets sit in TIME_WAIT
+		gnet.WithReusePort(s.opt.Config.ReusePort),
 	}
 	if loops > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(loops))

@@ -3,6 +3,8 @@
 //	gateway serve [-c FILE]                      run (no file: the safe embedded default)
 //	gateway check -c FILE                        validate a config, print it redacted
 //	gateway token -c FILE --sub NAME [--ttl 1h]  mint an HS256 JWT from the configured secret
+//	gateway audit URL [--token T] [--json]       grade any MCP WebSocket endpoint's security
+//	gateway bench [flags]                        the load generator
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 package main
@@ -15,6 +17,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mcpgate/gateway/audit"
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/bench"
 	"github.com/mcpgate/gateway/config"
@@ -24,6 +27,8 @@ const usage = `usage:
   gateway serve [-c FILE] [-log-format text|json] [-log-level info]
   gateway check -c FILE
   gateway token -c FILE --sub NAME [--ttl 1h]
+  gateway audit URL [--token T] [--origin O] [--json]
+  gateway bench [flags]      (gateway bench -h)
 `
 
 // exitError carries an exit code up to main.
@@ -55,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout)
 	case "token":
 		err = cmdToken(args[1:], stdout)
+	case "audit":
+		return audit.Main(args[1:], stdout, stderr)
 	case "bench":
 		return bench.Main(args[1:], stdout, stderr)
 	case "-h", "--help", "help":

@@ -23,6 +23,8 @@ import (
 	"github.com/mcpgate/gateway/session"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/builtin"
+	"github.com/mcpgate/gateway/upstream/httpup"
+	"github.com/mcpgate/gateway/upstream/stdio"
 )
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
@@ -82,8 +84,22 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			b := builtin.New(u.Name, u.Workers, u.QueueDepth)
 			ups[u.Name] = b
 			defer b.Close()
+		case "stdio":
+			st, err := stdio.New(u, m, log)
+			if err != nil {
+				return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
+			}
+			ups[u.Name] = st
+			defer st.Close()
+		case "http":
+			h, err := httpup.New(u, m, log)
+			if err != nil {
+				return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
+			}
+			ups[u.Name] = h
+			defer h.Close()
 		default:
-			return &exitError{2, fmt.Errorf("upstreams: %q: type %q is not supported by this build yet (use builtin)", u.Name, u.Type)}
+			return &exitError{2, fmt.Errorf("upstreams: %q: unknown type %q", u.Name, u.Type)}
 		}
 	}
 	routes := make([]reactor.Route, 0, len(cfg.Routes))

@@ -1,5 +1,8 @@
 // MCP TypeScript SDK client (1.x WebSocketClientTransport) through the gateway.
-// Usage: node sdk-client.mjs <url> <token>
+// Usage: node sdk-client.mjs <url> <token> [full]
+// "full" adds the steps that need @modelcontextprotocol/server-everything
+// behind the gateway: a long-running tool with progress notifications and a
+// resource read.
 import WebSocket from 'ws';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/websocket.js';
@@ -7,7 +10,7 @@ import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/webso
 // Node 20 has no global WebSocket; the SDK transport uses the global one.
 globalThis.WebSocket = WebSocket;
 
-const [url, token] = process.argv.slice(2);
+const [url, token, mode] = process.argv.slice(2);
 if (!url || !token) {
   console.error('usage: node sdk-client.mjs <url> <token>');
   process.exit(2);
@@ -18,7 +21,7 @@ const fail = (msg) => {
   process.exit(1);
 };
 const step = (obj) => console.log(JSON.stringify(obj));
-setTimeout(() => fail('timeout after 15s'), 15_000);
+setTimeout(() => fail('timeout after 30s'), 30_000);
 
 // The gateway's first-message auth: once the socket is open, send the auth frame
 // and wait for {"type":"auth_ok"} with our own handlers, so that frame never
@@ -87,6 +90,25 @@ try {
   const text = res.content?.[0]?.text;
   if (res.isError || text !== 'Echo: sdk') fail(`tools/call echo returned ${JSON.stringify(res)}, want text "Echo: sdk"`);
   step({ step: 'tools/call', text });
+
+  if (mode === 'full') {
+    const progress = [];
+    const long = await client.callTool(
+      { name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 3 } },
+      undefined,
+      { onprogress: (p) => progress.push(p.progress) },
+    );
+    if (long.isError) fail(`long-running operation: ${JSON.stringify(long)}`);
+    // The last notification may race the result, after which the SDK drops
+    // it; the raw-socket test in e2e counts every one.
+    if (progress.length < 2) fail(`got ${progress.length} progress notifications, want at least 2: ${JSON.stringify(progress)}`);
+    step({ step: 'progress', notifications: progress.length });
+
+    const rr = await client.readResource({ uri: 'demo://resource/static/document/architecture.md' });
+    const body = rr.contents?.[0]?.text ?? '';
+    if (!body) fail(`resources/read returned ${JSON.stringify(rr).slice(0, 200)}`);
+    step({ step: 'resources/read', bytes: body.length });
+  }
 
   await client.close();
   step({ step: 'closed', code: transport.closeCode });

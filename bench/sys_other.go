@@ -1,0 +1,14 @@
+//go:build !linux
+
+package bench
+
+import (
+	"syscall"
+	"time"
+)
+
+func bindNoPort(network, address string, c syscall.RawConn) error { return nil }
+
+func lockPacerThread() {}
+
+func preciseSleep(d time.Duration) { time.Sleep(d) }

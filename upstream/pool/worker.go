@@ -1,0 +1,132 @@
+package pool
+
+import (
+	"github.com/mcpgate/gateway/mcp"
+)
+
+// Routing says where the messages of one worker (or one HTTP response
+// stream) go.
+type Routing struct {
+	// Table holds the requests this worker may answer.
+	Table *Table
+	// Session is the connection that owns a dedicated worker (session
+	// mode): it gets every message that is not a reply or request-scoped,
+	// server-to-client requests included. Nil for a shared worker.
+	Session *Route
+	// Fallback gets the notifications that name no request in flight when
+	// Session is nil (an HTTP response stream belongs to the connection
+	// whose POST opened it). Nil drops them: on a shared worker nobody can
+	// tell whose they are, and they must never go to every connection.
+	Fallback *Route
+	// Back sends a message to the worker: the gateway refuses
+	// server-to-client requests in request mode (the stateless revision
+	// has none, and a shared worker cannot tell whom to ask).
+	Back  func(msg []byte)
+	Stats *Stats
+}
+
+// Error texts the gateway answers with (JSON-RPC -32603 unless noted).
+const (
+	MsgWorkerDied     = "Upstream worker died"
+	MsgTimeout        = "Upstream request timed out"
+	MsgNoWorker       = "No worker available"
+	MsgUnavailable    = "Upstream unavailable"
+	msgNoServerToUser = "Server-to-client requests are not available to stateless clients"
+)
+
+// FromWorker routes one message (or batch) a worker sent: a reply goes to
+// the connection that asked, with its id restored byte for byte; progress,
+// cancellation and subscription notifications of a request go to that
+// request's connection with the client's token or id restored; the rest
+// goes to the session, if the worker has one. scratch is a buffer to reuse;
+// the grown buffer is returned. msg is only read during the call.
+func (rt *Routing) FromWorker(scratch, msg []byte) []byte {
+	env, err := mcp.Scan(msg)
+	if err != nil {
+		rt.Stats.Error("protocol")
+		return scratch
+	}
+	switch env.Kind {
+	case mcp.KindBatch:
+		it := mcp.NewBatch(msg)
+		for {
+			elem, ok := it.Next()
+			if !ok {
+				return scratch
+			}
+			scratch = rt.FromWorker(scratch, elem)
+		}
+	case mcp.KindResponse:
+		var c *Call
+		if gid, ok := ParseGID(env.ID); ok {
+			c = rt.Table.Take(gid)
+		}
+		if c == nil {
+			// Timed out, cancelled, or not ours: the answer was given already.
+			rt.Stats.Error("late_reply")
+			return scratch
+		}
+		rt.Stats.Done(c.Start)
+		scratch = splice(scratch[:0], msg, span{at: env.ID, with: c.ID})
+		c.Reply(scratch)
+	case mcp.KindNotification:
+		scratch = rt.notification(scratch, msg, &env)
+	case mcp.KindRequest:
+		if rt.Session != nil {
+			rt.Session.Deliver(msg)
+		} else if rt.Back != nil {
+			var buf [192]byte
+			rt.Back(mcp.AppendError(buf[:0], env.ID, mcp.CodeMethodNotFound, msgNoServerToUser, nil))
+		}
+	}
+	return scratch
+}
+
+func (rt *Routing) notification(scratch, msg []byte, env *mcp.Envelope) []byte {
+	var ref []byte // the member that names a request of ours
+	take := false
+	switch {
+	case env.Params == nil:
+	case env.MethodIs(MethodProgress):
+		ref, _ = mcp.Lookup(env.Params, "progressToken")
+	case env.MethodIs(MethodCancelled):
+		// The worker gave up on a request: it will not answer it.
+		ref, _ = mcp.Lookup(env.Params, "requestId")
+		take = true
+	default:
+		if meta, ok := mcp.Lookup(env.Params, "_meta"); ok {
+			ref, _ = mcp.Lookup(meta, MetaSubscriptionKey)
+		}
+	}
+	if gid, ok := ParseGID(ref); ok {
+		var c *Call
+		if take {
+			c = rt.Table.Take(gid)
+		} else {
+			c = rt.Table.Get(gid)
+		}
+		if c != nil {
+			orig := c.ID
+			if env.MethodIs(MethodProgress) {
+				orig = c.Token
+			}
+			if orig != nil {
+				scratch = splice(scratch[:0], msg, span{at: ref, with: orig})
+				c.Route.Deliver(scratch)
+			}
+			if take && c.batch != nil {
+				c.batch.add(nil)
+			}
+			return scratch
+		}
+	}
+	switch {
+	case rt.Session != nil:
+		rt.Session.Deliver(msg)
+	case rt.Fallback != nil:
+		rt.Fallback.Deliver(msg)
+	default:
+		rt.Stats.Error("unrouted")
+	}
+	return scratch
+}

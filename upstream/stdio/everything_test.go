@@ -1,0 +1,249 @@
+package stdio
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/upstream"
+	"github.com/mcpgate/gateway/upstream/pool/pooltest"
+)
+
+// Tests against the reference server @modelcontextprotocol/server-everything
+// (test/peers), run over stdio.
+
+const wait = 20 * time.Second
+
+func newEverything(t *testing.T, minIdle, maxN int) *Upstream {
+	t.Helper()
+	peer := pooltest.Peer(t)
+	u, err := New(config.Upstream{Name: "everything", Type: "stdio",
+		Command: []string{"node", peer, "stdio"}, MinIdle: minIdle, Max: maxN}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return u
+}
+
+func send(t testing.TB, s upstream.Session, msg string) {
+	t.Helper()
+	buf := upstream.GetBuffer(len(msg))
+	copy(buf, msg)
+	if err := s.Send(buf); err != nil {
+		t.Fatalf("Send(%s): %v", msg, err)
+	}
+}
+
+func open(t testing.TB, u upstream.Upstream) (upstream.Session, *pooltest.Sink) {
+	t.Helper()
+	sink := pooltest.NewSink()
+	s, err := u.Open(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, sink
+}
+
+const initMsg = `{"jsonrpc":"2.0","id":"init-1","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}`
+
+func initialize(t *testing.T, s upstream.Session, sink *pooltest.Sink) {
+	t.Helper()
+	send(t, s, initMsg)
+	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"init-1"`))
+	if d.Error != nil || !strings.Contains(string(d.Result), `"protocolVersion"`) {
+		t.Fatalf("initialize: %s", d.Result)
+	}
+	send(t, s, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+}
+
+func echoText(t *testing.T, msg []byte) string {
+	t.Helper()
+	var r struct {
+		Content []struct{ Text string } `json:"content"`
+	}
+	d := pooltest.Decode(t, msg)
+	if d.Error != nil {
+		t.Fatalf("error reply: %s", msg)
+	}
+	if err := json.Unmarshal(d.Result, &r); err != nil || len(r.Content) == 0 {
+		t.Fatalf("no content in %s", msg)
+	}
+	return r.Content[0].Text
+}
+
+func TestEverythingSession(t *testing.T) {
+	u := newEverything(t, 1, 4)
+	s, sink := open(t, u)
+	initialize(t, s, sink)
+
+	// An id the server itself would not take (it wants integers) comes
+	// back byte for byte: the worker only ever sees gateway ids.
+	send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
+	list := pooltest.Decode(t, sink.WaitReply(t, wait, `1.50`))
+	for _, tool := range []string{`"echo"`, `"trigger-long-running-operation"`} {
+		if !strings.Contains(string(list.Result), tool) {
+			t.Fatalf("tools/list lacks %s", tool)
+		}
+	}
+	send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
+	if got := echoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
+		t.Fatalf("echo: %q", got)
+	}
+
+	send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
+	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"r"`)); d.Error != nil || !strings.Contains(string(d.Result), `"contents"`) {
+		t.Fatalf("resources/read: %+v %s", d.Error, d.Result)
+	}
+
+	send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
+	sink.WaitReply(t, wait, `7`)
+	progress := 0
+	for _, m := range sink.Messages() {
+		if pooltest.IsMethod(m, "notifications/progress") {
+			if !strings.Contains(string(m), `"progressToken":"p-1"`) {
+				t.Fatalf("progress with a foreign token: %s", m)
+			}
+			progress++
+		}
+	}
+	if progress != 3 {
+		t.Fatalf("got %d progress notifications, want 3", progress)
+	}
+	if st := u.Stats(); st.Total < 2 || st.Total > 4 {
+		t.Fatalf("pool: %+v, want the session's child plus a warm one", st)
+	}
+}
+
+func TestEverythingSessionsDoNotCross(t *testing.T) {
+	u := newEverything(t, 2, 4)
+	var wg sync.WaitGroup
+	sinks := make([]*pooltest.Sink, 2)
+	for i := range sinks {
+		s, sink := open(t, u)
+		sinks[i] = sink
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			initialize(t, s, sink)
+			// The same request id on both: routing must not go by id.
+			send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":4},"_meta":{"progressToken":"tok-%d"}}}`, i))
+			sink.WaitReply(t, wait, `1`)
+		}()
+	}
+	wg.Wait()
+	for i, sink := range sinks {
+		mine, replies := 0, 0
+		for _, m := range sink.Messages() {
+			if pooltest.IsMethod(m, "notifications/progress") {
+				if !strings.Contains(string(m), fmt.Sprintf(`"tok-%d"`, i)) {
+					t.Fatalf("sink %d got another session's notification: %s", i, m)
+				}
+				mine++
+			}
+			if pooltest.RawID(m) == "1" {
+				replies++
+			}
+		}
+		if mine != 4 || replies != 1 {
+			t.Fatalf("sink %d: %d progress, %d replies; want 4 and 1", i, mine, replies)
+		}
+	}
+}
+
+// Fifty stateless connections share two children, and each gets its own
+// id back, with its own answer.
+func TestEverythingRequestModeSharedPool(t *testing.T) {
+	u := newEverything(t, 0, 2)
+	const n = 50
+	type conn struct {
+		s    upstream.Session
+		sink *pooltest.Sink
+		id   string
+	}
+	conns := make([]conn, n)
+	for i := range conns {
+		s, sink := open(t, u)
+		id := fmt.Sprintf(`"req-%d"`, i)
+		switch i % 3 {
+		case 1:
+			id = fmt.Sprintf("%d", 1000+i)
+		case 2:
+			id = fmt.Sprintf("%d.0", i) // a number as written, not as parsed
+		}
+		conns[i] = conn{s, sink, id}
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send(t, c.s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m%d"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, c.id, i))
+		}()
+	}
+	wg.Wait()
+	for i, c := range conns {
+		if got := echoText(t, c.sink.WaitReply(t, wait, c.id)); got != fmt.Sprintf("Echo: m%d", i) {
+			t.Fatalf("conn %d got %q", i, got)
+		}
+		if msgs := c.sink.Messages(); len(msgs) != 1 {
+			t.Fatalf("conn %d got %d messages:\n%s", i, len(msgs), pooltest.Dump(msgs))
+		}
+	}
+	if st := u.Stats(); st.Total > 2 {
+		t.Fatalf("pool grew past max: %+v", st)
+	}
+}
+
+// Two stateless connections on one shared child use the same progress
+// token: the gateway's tokens keep their notifications apart.
+func TestEverythingRequestModeProgress(t *testing.T) {
+	u := newEverything(t, 0, 1)
+	sinks := make([]*pooltest.Sink, 2)
+	for i := range sinks {
+		s, sink := open(t, u)
+		sinks[i] = sink
+		send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":%d},"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, 2+i))
+	}
+	for i, sink := range sinks {
+		sink.WaitReply(t, wait, `"x"`)
+		n := 0
+		for _, m := range sink.Messages() {
+			if pooltest.IsMethod(m, "notifications/progress") {
+				if !strings.Contains(string(m), `"progressToken":"t"`) {
+					t.Fatalf("token not restored: %s", m)
+				}
+				n++
+			}
+		}
+		if n != 2+i {
+			t.Fatalf("sink %d: %d progress notifications, want %d", i, n, 2+i)
+		}
+	}
+}
+
+// The session's child is killed in the middle of a request: the request
+// gets -32603 with its id, then the connection is failed 1011, and the
+// pool replaces the child.
+func TestEverythingWorkerKilled(t *testing.T) {
+	u := newEverything(t, 1, 2)
+	s, sink := open(t, u)
+	initialize(t, s, sink)
+	send(t, s, `{"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":30,"steps":30},"_meta":{"progressToken":1}}}`)
+	sink.WaitFor(t, wait, "first progress", func(m []byte) bool { return pooltest.IsMethod(m, "notifications/progress") })
+	killPID(t, s.(*session).child.PID())
+	reply := pooltest.Decode(t, sink.WaitReply(t, wait, `"long"`))
+	if reply.Error == nil || reply.Error.Code != -32603 {
+		t.Fatalf("want -32603, got %+v", reply)
+	}
+	if code, reason := sink.WaitFail(t, wait); code != 1011 || reason != "Upstream worker died" {
+		t.Fatalf("Fail(%d, %q)", code, reason)
+	}
+	waitFor(t, "pool refilled", func() bool { st := u.Stats(); return st.Idle == 1 && st.Total == 1 })
+}

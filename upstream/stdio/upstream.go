@@ -1,0 +1,340 @@
+// Package stdio owns the process upstream: pools of MCP server child
+// processes that speak newline-delimited JSON-RPC on stdin and stdout
+// (SPEC 4.5, type stdio).
+//
+// Each child runs in a process group of its own, so ending it ends what it
+// started; its stderr goes to the log, one record per line; writes to its
+// stdin go through a bounded queue (full: upstream.ErrBusy). A child that
+// exits is replaced, never reused. Children inherit the gateway's
+// environment minus its GATEWAY_* settings.
+//
+// The pool holds at most max children in all: min_idle warm ones ready to
+// be given out, one dedicated child per session-mode connection (ended
+// with it), and shared children that serve every request-mode connection
+// (least-loaded first). Id rewriting and routing come from package pool.
+package stdio
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/metrics"
+	"github.com/mcpgate/gateway/upstream"
+	"github.com/mcpgate/gateway/upstream/pool"
+)
+
+// Defaults for the fields left at 0.
+const (
+	DefaultMax            = 64
+	DefaultRequestTimeout = 60 * time.Second
+	// DefaultQueue bounds the messages waiting for one child's stdin.
+	DefaultQueue = 1024
+)
+
+var errNoWorker = errors.New("stdio: no worker available")
+
+// Upstream is a pool of child processes. It implements upstream.Upstream.
+type Upstream struct {
+	name    string
+	argv    []string
+	env     []string
+	minIdle int
+	max     int
+	queue   int
+	timeout time.Duration
+	log     *slog.Logger
+	st      *pool.Stats
+	gate    pool.Gate
+	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	total     int // children holding a slot
+	idle      []*child
+	shared    []*child
+	all       map[*child]struct{}
+	fails     int // consecutive children that died young: spawn backoff
+	nextSpawn time.Time
+	refillT   *time.Timer
+}
+
+// New starts the pool of cfg (type stdio): min_idle children are started
+// at once. m and log may be nil.
+func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger) (*Upstream, error) {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return nil, fmt.Errorf("stdio upstream %q: no command", cfg.Name)
+	}
+	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
+		return nil, fmt.Errorf("stdio upstream %q: %w", cfg.Name, err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	u := &Upstream{
+		name:    cfg.Name,
+		argv:    append([]string(nil), cfg.Command...),
+		env:     childEnv(os.Environ()),
+		minIdle: cfg.MinIdle,
+		max:     cfg.Max,
+		queue:   cfg.QueueDepth,
+		timeout: time.Duration(cfg.RequestTimeout),
+		log:     log,
+		st:      pool.NewStats(m, cfg.Name),
+		all:     make(map[*child]struct{}),
+	}
+	if u.max <= 0 {
+		u.max = DefaultMax
+	}
+	u.minIdle = max(0, min(u.minIdle, u.max))
+	if u.queue <= 0 {
+		u.queue = DefaultQueue
+	}
+	if u.timeout <= 0 {
+		u.timeout = DefaultRequestTimeout
+	}
+	u.mu.Lock()
+	u.refillLocked()
+	u.mu.Unlock()
+	return u, nil
+}
+
+// childEnv is the gateway's environment without its own settings
+// (GATEWAY_*), which may hold secrets a worker has no business reading.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "GATEWAY_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// Name returns the configured upstream name.
+func (u *Upstream) Name() string { return u.name }
+
+// Open starts the upstream side of one client connection. It takes no
+// worker yet: the first message decides the mode. It does not block.
+func (u *Upstream) Open(sink upstream.Sink) (upstream.Session, error) {
+	u.mu.Lock()
+	closed := u.closed
+	u.mu.Unlock()
+	if closed {
+		return nil, upstream.ErrClosed
+	}
+	return &session{u: u, route: pool.NewRoute(&u.gate, sink)}, nil
+}
+
+// Close ends every child and waits for them (at most the kill grace);
+// no Deliver or Fail happens once it returns.
+func (u *Upstream) Close() error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil
+	}
+	u.closed = true
+	if u.refillT != nil {
+		u.refillT.Stop()
+	}
+	children := make([]*child, 0, len(u.all))
+	for c := range u.all {
+		children = append(children, c)
+	}
+	u.mu.Unlock()
+	u.gate.Shut()
+	for _, c := range children {
+		c.end(sigEnd)
+	}
+	u.wg.Wait()
+	return nil
+}
+
+// spawnLocked starts a child that takes a free slot (u.mu held).
+func (u *Upstream) spawnLocked(r role, after <-chan struct{}) *child {
+	c := newChild(u, r, after)
+	c.slot = true
+	u.total++
+	u.all[c] = struct{}{}
+	u.st.AddSize(1)
+	u.wg.Add(1)
+	go c.run()
+	return c
+}
+
+// refillLocked starts warm children up to min_idle, within max, unless
+// children keep dying young: then it retries after a growing delay rather
+// than fork in a loop.
+func (u *Upstream) refillLocked() {
+	for !u.closed && len(u.idle) < u.minIdle && u.total < u.max {
+		if wait := time.Until(u.nextSpawn); wait > 0 {
+			if u.refillT == nil {
+				u.refillT = time.AfterFunc(wait, func() {
+					u.mu.Lock()
+					u.refillT = nil
+					u.refillLocked()
+					u.mu.Unlock()
+				})
+			}
+			return
+		}
+		u.idle = append(u.idle, u.spawnLocked(roleIdle, nil))
+	}
+}
+
+// takeIdleLocked gives out the oldest warm child (the most likely to have
+// finished booting), or nil.
+func (u *Upstream) takeIdleLocked() *child {
+	for len(u.idle) > 0 {
+		c := u.idle[0]
+		u.idle = append(u.idle[:0], u.idle[1:]...)
+		if !c.isDead() { // dying, not yet released: skip it
+			return c
+		}
+	}
+	return nil
+}
+
+// acquireSession gives route a child of its own: a warm one, a new one, or
+// (at max) the slot of a shared child that has nothing in flight.
+func (u *Upstream) acquireSession(route *pool.Route) (*child, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, upstream.ErrClosed
+	}
+	c := u.takeIdleLocked()
+	if c == nil && u.total < u.max {
+		c = u.spawnLocked(roleSession, nil)
+	}
+	if c == nil {
+		for i, w := range u.shared {
+			if w.table.Len() == 0 {
+				u.shared = append(u.shared[:i], u.shared[i+1:]...)
+				u.releaseSlotLocked(w)
+				go w.end(syscall.SIGKILL)
+				c = u.spawnLocked(roleSession, w.exited)
+				break
+			}
+		}
+	}
+	if c == nil {
+		return nil, errNoWorker
+	}
+	c.role = roleSession
+	c.busy = true
+	u.st.AddBusy(1)
+	c.routing.Store(&pool.Routing{Table: &c.table, Session: route, Back: c.trySend, Stats: u.st})
+	u.refillLocked()
+	return c, nil
+}
+
+// pickShared returns the least-loaded shared child, adding one (a warm
+// child, or a new one within max) when every shared child is busy.
+func (u *Upstream) pickShared() (*child, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, upstream.ErrClosed
+	}
+	var best *child
+	for _, w := range u.shared {
+		if best == nil || w.table.Len() < best.table.Len() {
+			best = w
+		}
+	}
+	if best == nil || best.table.Len() > 0 {
+		warm := true
+		n := u.takeIdleLocked()
+		if n == nil && u.total < u.max {
+			n, warm = u.spawnLocked(roleShared, nil), false
+		}
+		if n != nil {
+			n.role = roleShared
+			n.table.OnBusy = u.st.AddBusy
+			n.routing.Store(&pool.Routing{Table: &n.table, Back: n.trySend, Stats: u.st})
+			u.shared = append(u.shared, n)
+			u.refillLocked()
+			// A child just forked is still booting: the request waits less
+			// behind a busy warm one, unless there is none.
+			if best == nil || warm {
+				best = n
+			}
+		}
+	}
+	if best == nil {
+		return nil, errNoWorker
+	}
+	return best, nil
+}
+
+func (u *Upstream) releaseSlotLocked(c *child) {
+	if c.slot {
+		c.slot = false
+		u.total--
+		u.st.AddSize(-1)
+	}
+}
+
+// release takes a dead child out of the pool and replaces it as needed.
+func (u *Upstream) release(c *child, diedYoung bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.all, c)
+	u.releaseSlotLocked(c)
+	if c.busy {
+		c.busy = false
+		u.st.AddBusy(-1)
+	}
+	for i, w := range u.idle {
+		if w == c {
+			u.idle = append(u.idle[:i], u.idle[i+1:]...)
+			break
+		}
+	}
+	for i, w := range u.shared {
+		if w == c {
+			u.shared = append(u.shared[:i], u.shared[i+1:]...)
+			break
+		}
+	}
+	if diedYoung {
+		u.fails++
+		u.nextSpawn = time.Now().Add(min(100*time.Millisecond<<min(u.fails, 7), 10*time.Second))
+	} else if !c.ending.Load() || c.spoke.Load() {
+		u.fails = 0
+	}
+	u.refillLocked()
+}
+
+// onTimeout answers a request its worker did not answer in time, and tells
+// the worker to stop; a late reply finds no call and is dropped.
+func (u *Upstream) onTimeout(call *pool.Call) {
+	u.st.Error("timeout")
+	call.ReplyError(mcp.CodeInternal, pool.MsgTimeout)
+	if w, ok := call.Worker.(*child); ok {
+		var buf [160]byte
+		w.trySend(pool.AppendCancel(buf[:0], call.GID, "request timed out"))
+	}
+}
+
+// Stats is a snapshot of the pool, for tests and the admin API.
+type Stats struct {
+	Total, Idle, Shared int
+}
+
+// Stats returns the pool's current shape.
+func (u *Upstream) Stats() Stats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return Stats{Total: u.total, Idle: len(u.idle), Shared: len(u.shared)}
+}
