@@ -186,8 +186,21 @@ func TestConnectionCaps(t *testing.T) {
 		a.sendText(`{"type":"auth","token":"` + aliceToken + `"}`)
 		a.readText()
 		time.Sleep(50 * time.Millisecond)
-		if r := dialRaw(t, g.Addr, "/mcp"); r.resp.StatusCode != 101 {
-			t.Fatalf("after auth: %s", r.resp.Status)
+		c := dialRaw(t, g.Addr, "/mcp")
+		if c.resp.StatusCode != 101 {
+			t.Fatalf("after auth: %s", c.resp.Status)
+		}
+		// Connections closed while pending (auth timeout) free their slots.
+		b.expectClose(1008, "Authentication timeout", 3*time.Second)
+		c.expectClose(1008, "Authentication timeout", 3*time.Second)
+		time.Sleep(100 * time.Millisecond)
+		for i := 0; i < 2; i++ {
+			if r := dialRaw(t, g.Addr, "/mcp"); r.resp.StatusCode != 101 {
+				t.Fatalf("after timeouts, pending %d: %s", i, r.resp.Status)
+			}
+		}
+		if v := g.Metric(t, "gateway_connections_pending_auth"); v != 2 {
+			t.Fatalf("pending gauge %v, want 2", v)
 		}
 	})
 }

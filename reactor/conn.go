@@ -35,7 +35,8 @@ type conn struct {
 	status        int16 // HTTP status answered to the upgrade (101 on success)
 	reject        int16 // status decided at accept time, sent once the request is in
 	retryAfter    int16
-	counted       bool // holds a pending-auth and per-IP slot
+	counted       bool // holds a per-IP slot
+	pending       bool // counted in pending-auth (until authenticated or closed)
 	async         bool // an off-loop step (ticket store) is running; read nothing
 	ticketChecked bool
 	ticketSubject string
@@ -225,7 +226,8 @@ func (c *conn) authenticated(now int64, subject string) bool {
 	c.up = up
 	s.table.SetSubject(&c.sess, subject)
 	c.sess.State = session.Open
-	if c.counted {
+	if c.pending {
+		c.pending = false
 		s.pending.Add(-1)
 		s.m.PendingAuth.Dec()
 	}

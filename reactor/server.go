@@ -301,6 +301,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s.pending.Add(1)
 	s.m.PendingAuth.Inc()
 	c.counted = true
+	c.pending = true
 	s.ipMu.Lock()
 	s.ipConns[c.sess.Remote]++
 	perIP := s.ipConns[c.sess.Remote]
@@ -343,7 +344,8 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		}
 		s.ipMu.Unlock()
 	}
-	if c.sess.State < session.Open && c.counted {
+	// State may be Closing by now; pending says whether auth ever happened.
+	if c.pending {
 		s.pending.Add(-1)
 		s.m.PendingAuth.Dec()
 	}
