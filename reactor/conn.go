@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/gateway/frame"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/tlsconn"
 	"github.com/mcpgate/gateway/upstream"
 )
 
@@ -26,6 +27,9 @@ type conn struct {
 	gc   gnet.Conn
 	srv  *Server
 	up   upstream.Session
+
+	tc    *tlsconn.Conn // nil for plaintext
+	plain []byte        // decrypted input not yet consumed (TLS only)
 
 	dead          atomic.Bool  // OnClose ran; workers stop delivering
 	inflight      atomic.Int32 // requests relayed and not yet answered
@@ -48,6 +52,9 @@ func (c *conn) onTraffic() gnet.Action {
 	if c.async {
 		return gnet.None // bytes stay buffered until the off-loop step returns
 	}
+	if c.tc != nil && !c.pumpTLS() {
+		return gnet.Close
+	}
 	now := time.Now().UnixNano()
 	if c.sess.State == session.Handshake {
 		done, act := c.handshake(now)
@@ -56,10 +63,10 @@ func (c *conn) onTraffic() gnet.Action {
 		}
 	}
 	if c.sess.State == session.Closing {
-		_, _ = c.gc.Discard(-1)
+		c.consume(-1)
 		return gnet.None
 	}
-	in, _ := c.gc.Peek(-1)
+	in := c.input()
 	if len(in) == 0 {
 		return gnet.None
 	}
@@ -80,7 +87,7 @@ func (c *conn) onTraffic() gnet.Action {
 			if code == ws.StatusMessageTooBig {
 				c.srv.m.Rejected.WithLabelValues("too_big").Inc()
 			}
-			_, _ = c.gc.Discard(-1)
+			c.consume(-1)
 			return c.fail(code, reason)
 		}
 		if n == 0 {
@@ -89,13 +96,11 @@ func (c *conn) onTraffic() gnet.Action {
 		in = in[n:]
 		consumed += n
 		if act := c.onEvent(&ev, now); act != gnet.None {
-			_, _ = c.gc.Discard(-1)
+			c.consume(-1)
 			return act
 		}
 	}
-	if consumed > 0 { // gnet's Discard(0) would drop everything buffered
-		_, _ = c.gc.Discard(consumed)
-	}
+	c.consume(consumed)
 	return gnet.None
 }
 
@@ -126,7 +131,7 @@ func (c *conn) onEvent(ev *frame.Event, now int64) gnet.Action {
 		c.closeReason = string(ev.CloseReason)
 		c.sess.State = session.Closing
 		var buf [4]byte
-		_, _ = c.gc.Write(frame.AppendClose(buf[:0], code, ""))
+		c.send(frame.AppendClose(buf[:0], code, ""))
 		return gnet.Close
 	}
 	return gnet.None
@@ -251,8 +256,8 @@ func (c *conn) replyError(id []byte, code int, msg string, data []byte) gnet.Act
 // at once into the connection's outbound buffer, which has no cap of its
 // own: a reader that lets it grow past write_buffer_bytes is cut.
 func (c *conn) write(b []byte) gnet.Action {
-	_, _ = c.gc.Write(b)
-	if int64(c.gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
+	c.send(b)
+	if c.backlog() > c.srv.lim.writeCap {
 		return c.failSlow()
 	}
 	return gnet.None
@@ -279,7 +284,7 @@ func (c *conn) fail(code ws.StatusCode, reason string) gnet.Action {
 	c.closeReason = reason
 	c.sess.State = session.Closing
 	var buf [2 + 2 + 125]byte
-	_, _ = c.gc.Write(frame.AppendClose(buf[:0], code, reason))
+	c.send(frame.AppendClose(buf[:0], code, reason))
 	return gnet.Close
 }
 
@@ -332,6 +337,15 @@ func (c *conn) Deliver(msg []byte) {
 	ob := outPool.Get().(*outBuf)
 	ob.c, ob.n = c, n
 	ob.b = frame.AppendText(ob.b[:0], msg)
+	if c.tc != nil {
+		// crypto/tls encrypts into records of its own; tlsOut queues them.
+		_, _ = c.tc.Write(ob.b)
+		ob.c = nil
+		ob.release()
+		c.sess.MsgsOut.Add(1)
+		c.srv.m.MessagesOut.Inc()
+		return
+	}
 	c.sess.OutPending.Add(n)
 	c.sess.MsgsOut.Add(1)
 	if err := c.gc.AsyncWrite(ob.b, ob.cb); err != nil {

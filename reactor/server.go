@@ -36,6 +36,7 @@ import (
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/tlsconn"
 	"github.com/mcpgate/gateway/upstream"
 )
 
@@ -61,6 +62,12 @@ type Options struct {
 	Log            *slog.Logger
 	SubjectLimiter ratelimit.SubjectLimiter // nil: per-subject limit off
 	Tickets        TicketStore              // nil: no /tickets, ?ticket= ignored
+	// TLS serves wss:// on every listener; nil serves plaintext.
+	TLS *tlsconn.Server
+	// PlaintextOnlyTrusted, with TLS nil, serves only peers inside Trusted
+	// (insecure_plaintext off loopback: a TLS-terminating balancer in front).
+	PlaintextOnlyTrusted bool
+	Trusted              []netip.Prefix
 	// Multicore runs one event loop per core (default true through New's caller).
 	Loops int
 }
@@ -293,9 +300,20 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c.sess.Conn = c
 	c.sess.Remote = remoteAddr(gc.RemoteAddr())
 	gc.SetContext(c)
+	if s.opt.PlaintextOnlyTrusted && !s.trusted(c.sess.Remote) {
+		c.status = -3 // plaintext refused to an untrusted peer: no bytes at all
+		s.m.Handshakes.WithLabelValues("untrusted").Inc()
+		return nil, gnet.Close
+	}
+	if s.opt.TLS != nil {
+		c.tc = s.opt.TLS.NewConn(c.tlsOut, c.onTLSHandshake)
+	}
 	if n > s.lim.maxConns || s.draining.Load() {
 		c.status = 503
 		s.m.Handshakes.WithLabelValues("503").Inc()
+		if c.tc != nil {
+			return nil, gnet.Close // no plaintext answer on a TLS socket
+		}
 		return httpStatus(503, 1), gnet.Close
 	}
 	s.pending.Add(1)
@@ -352,6 +370,10 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if c.up != nil {
 		c.up.Close()
 	}
+	if c.tc != nil {
+		c.tc.Close()
+		c.plain = nil
+	}
 	c.rd.Release()
 	code := int(c.closeCode)
 	s.m.Close(code)
@@ -388,6 +410,15 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	return c.onTraffic()
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.opt.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func remoteAddr(a net.Addr) netip.Addr {

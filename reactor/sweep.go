@@ -66,7 +66,7 @@ func (c *conn) onDeadline() {
 		case quiet >= s.lim.ping:
 			if c.sess.PingSent <= c.sess.LastSeen {
 				var b [2]byte
-				_, _ = c.gc.Write(frame.AppendPing(b[:0], nil))
+				c.send(frame.AppendPing(b[:0], nil))
 				c.sess.PingSent = now
 			}
 			c.sess.Deadline.Store(min(now+s.lim.ping, c.sess.LastSeen+s.lim.idle))

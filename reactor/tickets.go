@@ -170,6 +170,6 @@ func (c *conn) respond(status int, headers, body string) gnet.Action {
 	}
 	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nConnection: close\r\n%sContent-Length: %d\r\n\r\n%s",
 		status, text, headers, len(body), body)
-	_, _ = c.gc.Write([]byte(resp))
+	c.send([]byte(resp))
 	return gnet.Close
 }

@@ -21,7 +21,7 @@ var headerEnd = []byte("\r\n\r\n")
 // the head, so frames a client sends eagerly stay buffered for the frame reader.
 func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 	s := c.srv
-	buf, _ := c.gc.Peek(-1)
+	buf := c.input()
 	window := buf
 	if len(window) > s.lim.maxHeader {
 		window = window[:s.lim.maxHeader]
@@ -48,7 +48,7 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 		}
 	}
 	resp, hs, err := s.upgrade(head, c.ticketChecked, c.ticketSubject)
-	_, _ = c.gc.Discard(len(head))
+	c.consume(len(head))
 	if err != nil {
 		status := hs.status
 		if status == 0 {
@@ -62,10 +62,10 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 		if len(resp) == 0 {
 			resp = httpStatus(status, 0)
 		}
-		_, _ = c.gc.Write(resp)
+		c.send(resp)
 		return false, gnet.Close
 	}
-	_, _ = c.gc.Write(resp)
+	c.send(resp)
 	s.m.Handshakes.WithLabelValues("ok").Inc()
 	c.sess.RouteIdx = uint8(hs.route)
 	c.status = 101
@@ -171,7 +171,7 @@ func isTicketsRequest(head []byte) bool {
 func (c *conn) refuse(status, retryAfter int) gnet.Action {
 	c.status = int16(status)
 	c.srv.m.Handshakes.WithLabelValues(statusLabel(status)).Inc()
-	_, _ = c.gc.Write(httpStatus(status, retryAfter))
+	c.send(httpStatus(status, retryAfter))
 	return gnet.Close
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/mcpgate/gateway/reactor"
 	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/tlsconn"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/builtin"
 	"github.com/mcpgate/gateway/upstream/httpup"
@@ -135,9 +136,27 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		}
 	}, log)
 	verifier.SetRevoked(revoker.IsRevoked)
+	var tlsSrv *tlsconn.Server
+	if cfg.TLS.CertFile != "" {
+		reloader, err := tlsconn.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("tls: %w", err)}
+		}
+		defer reloader.Close()
+		tc, err := tlsconn.ServerTLSConfig(reloader, cfg.TLS.MinVersion)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("tls.min_version: %w", err)}
+		}
+		tlsSrv, err = tlsconn.NewServer(tlsconn.Config{TLS: tc, HandshakeTimeout: time.Duration(cfg.Limits.HandshakeTimeout)})
+		if err != nil {
+			return &exitError{2, fmt.Errorf("tls: %w", err)}
+		}
+	}
+	plaintextOff := tlsSrv == nil && cfg.InsecurePlaintext
 	srv, err = reactor.New(reactor.Options{
 		Config: cfg, Verifier: verifier, Routes: routes, Table: session.NewTable(),
 		Metrics: m, Log: log, SubjectLimiter: subj, Tickets: tickets,
+		TLS: tlsSrv, PlaintextOnlyTrusted: plaintextOff, Trusted: cfg.Proxy.TrustedPrefixes(),
 	})
 	if err != nil {
 		return &exitError{2, err}
@@ -264,17 +283,8 @@ func printWelcome(w io.Writer, cfg *config.Config, token string) {
 // be the worst possible outcome).
 func notYetServed(cfg *config.Config) error {
 	switch {
-	case cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "":
-		return fmt.Errorf("tls: wss:// is not implemented in this build; terminate TLS in front of a loopback listener")
 	case cfg.Proxy.ProxyProtocol:
 		return fmt.Errorf("proxy.proxy_protocol: PROXY protocol is not implemented in this build")
-	case cfg.InsecurePlaintext:
-		return fmt.Errorf("insecure_plaintext: serving plaintext off loopback is not implemented in this build")
-	}
-	for _, l := range cfg.Listen {
-		if !config.IsLoopback(l) {
-			return fmt.Errorf("listen: %q is not loopback, and this build serves loopback only", l)
-		}
 	}
 	return nil
 }

@@ -1,0 +1,129 @@
+package reactor
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/mcpgate/gateway/session"
+	"github.com/mcpgate/gateway/tlsconn"
+)
+
+// The connection's byte transport. A plaintext connection reads gnet's
+// inbound buffer in place and writes with gnet's Write. A TLS connection
+// feeds gnet's bytes (ciphertext) to its tlsconn.Conn, keeps the decrypted
+// bytes in plain until the HTTP head or a frame is complete, and writes
+// through tls.Conn.Write, whose records reach the socket in order through
+// AsyncWrite. Everything above this file sees only input, consume and send.
+
+// input returns every buffered plaintext byte. Valid until consume.
+func (c *conn) input() []byte {
+	if c.tc != nil {
+		return c.plain
+	}
+	in, _ := c.gc.Peek(-1)
+	return in
+}
+
+// consume drops n bytes from the front of the input (n > 0), or all of it
+// when n < 0.
+func (c *conn) consume(n int) {
+	if c.tc != nil {
+		if n < 0 || n >= len(c.plain) {
+			c.plain = c.plain[:0]
+			if cap(c.plain) > 4096 {
+				c.plain = nil // an idle connection keeps no big buffer
+			}
+			return
+		}
+		c.plain = c.plain[:copy(c.plain, c.plain[n:])]
+		return
+	}
+	if n == 0 {
+		return // gnet's Discard(0) would drop everything buffered
+	}
+	_, _ = c.gc.Discard(n)
+}
+
+// send writes bytes from the loop.
+func (c *conn) send(b []byte) {
+	if c.tc != nil {
+		_, _ = c.tc.Write(b)
+		return
+	}
+	_, _ = c.gc.Write(b)
+}
+
+// backlog is what is written but not yet on the wire, for the slow-reader cap.
+func (c *conn) backlog() int64 {
+	return int64(c.gc.OutboundBuffered()) + c.sess.OutPending.Load()
+}
+
+// tlsOut is the tlsconn out function: ciphertext records, in order, from the
+// loop or from worker goroutines alike, queued with AsyncWrite.
+func (c *conn) tlsOut(b []byte) {
+	n := int64(len(b))
+	c.sess.OutPending.Add(n)
+	err := c.gc.AsyncWrite(b, func(gc gnet.Conn, err error) error {
+		c.sess.OutPending.Add(-n)
+		if err == nil && c.sess.State != session.Closing && int64(gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
+			c.failSlow()
+			_ = gc.EventLoop().Close(gc)
+		}
+		return nil
+	})
+	if err != nil {
+		c.sess.OutPending.Add(-n)
+	}
+}
+
+// pumpTLS moves ciphertext from gnet into the TLS connection and decrypted
+// bytes into plain. It reports false when the connection must close.
+func (c *conn) pumpTLS() bool {
+	raw, _ := c.gc.Peek(-1)
+	if len(raw) > 0 {
+		err := c.tc.Feed(raw)
+		_, _ = c.gc.Discard(len(raw))
+		if err != nil {
+			return false
+		}
+	}
+	if !c.tc.Established() {
+		return true // the handshake goroutine has the bytes
+	}
+	limit := c.srv.lim.maxMsg + 14 + 4096
+	for {
+		if len(c.plain) == cap(c.plain) {
+			if cap(c.plain) >= int(limit) {
+				// More decrypted input than any frame may need: the reader
+				// would have refused it; stop reading until it is consumed.
+				return true
+			}
+			nb := make([]byte, len(c.plain), max(2*cap(c.plain), 4096))
+			copy(nb, c.plain)
+			c.plain = nb
+		}
+		n, err := c.tc.Read(c.plain[len(c.plain):cap(c.plain)])
+		c.plain = c.plain[:len(c.plain)+n]
+		if err != nil {
+			return errors.Is(err, tlsconn.ErrWouldBlock)
+		}
+		if n == 0 {
+			return true
+		}
+	}
+}
+
+// onTLSHandshake runs on a handshake goroutine: hop to the loop, then either
+// close or go on with whatever was decrypted meanwhile.
+func (c *conn) onTLSHandshake(err error) {
+	c.runOnLoop(func() {
+		if err != nil {
+			c.srv.m.Handshakes.WithLabelValues("tls_error").Inc()
+			c.status = -2
+			_ = c.gc.EventLoop().Close(c.gc)
+			return
+		}
+		c.resume()
+	})
+}
