@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -91,4 +93,21 @@ func NewClient(url string) (*redis.Client, error) {
 		opt.ClientName = "mcpgate"
 	}
 	return redis.NewClient(opt), nil
+}
+
+// RouteRedisLogs sends go-redis's own log lines (one per failed dial, among
+// others: dozens a second while Redis is down) to log at debug level instead
+// of stderr. go-redis has one logger per process, so call this once, from
+// main. The limiter and revoker log Redis state changes themselves, once
+// each.
+func RouteRedisLogs(log *slog.Logger) {
+	redis.SetLogger(slogPrintf{log})
+}
+
+type slogPrintf struct{ log *slog.Logger }
+
+func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+	}
 }

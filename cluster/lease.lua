@@ -5,21 +5,27 @@
 -- KEYS[2] hash  grant id -> units still counted; field "sum" = their total
 -- KEYS[3] zset  node id -> last request (us): nodes active on this subject
 --
--- ARGV: 1 N, 2 W (us), 3 lease lifetime L (us), 4 node id, 5 new grant id,
+-- ARGV: 1 N, 2 W (us), 3 lease lifetime L (us, at most W), 4 node id, 5 new grant id,
 --       6 want (units to lease), 7 debt (units already admitted on credit),
 --       8 min-grant divisor d (no grant below N/(d*nodes) while that
 --       much is free), 9 report count, then per report:
 --       grant id, unused units, us since its last use (-1: never used).
 --
--- A grant made at t is counted until t+W+L: the node uses it only during
+-- A grant made at t is counted until t+W+L: the node spends it only during
 -- [t, t+L), so every use stays counted for a full W after it. A report
--- shortens that: unused units are dropped now, used ones are kept until
+-- shortens that: unused units are dropped at once, used ones are kept until
 -- last use + W. Debt was admitted before this call, so it is counted until
--- now+W. Hence the sum of counted units at any instant bounds the messages
--- admitted in the W before it, and it never exceeds N except by debt.
+-- now+W. So every grant spent in some window W is still counted when the
+-- last of them is made, and the script never lets the count pass N (except
+-- by debt, which is recorded whatever the count: it already happened).
 --
--- Returns {lease, N - counted, active nodes, us until min(want, min grant)
--- units free up (0 when a lease was granted or none was wanted)}.
+-- A lease is min(want, free, max(free/(2*nodes), N/(d*nodes))): half a fair
+-- share of what is free, but not crumbs while a batch is free.
+--
+-- Returns {lease, N - counted, active nodes, wait}: wait (us, when no lease
+-- was granted but one was wanted) is until min(want, min grant) units
+-- expire, or until a lease still being spent ends (it may come back
+-- partly unused), whichever is first.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local N = tonumber(ARGV[1])
@@ -83,7 +89,8 @@ if count > 0 then
   sum = sum + count
 end
 redis.call('HSET', KEYS[2], 'sum', sum)
-local ttl = math.floor((W + L) / 1000) + 1000
+-- No grant is counted past now + 2W (L <= W): keep the keys that long.
+local ttl = math.floor(2 * W / 1000) + 1000
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 
 local wait = 0
@@ -95,6 +102,14 @@ if lease == 0 and want > 0 then
     freed = freed + tonumber(redis.call('HGET', KEYS[2], rows[i]) or '0')
     wait = tonumber(rows[i + 1]) - now
     if freed >= need then break end
+  end
+  -- A lease still being spent (its grant not yet reported) may come back
+  -- partly unused when it ends: poll then (plus a sweep tick and a round
+  -- trip) rather than wait for the window.
+  local lp = redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now + W), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #lp > 0 then
+    local back = tonumber(lp[2]) - W - now + math.min(L / 4, 250000) + 10000
+    if back < wait then wait = back end
   end
   if wait < 1000 then wait = 1000 end
 end

@@ -14,6 +14,7 @@ package cluster
 import (
 	"hash/maphash"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,9 +31,14 @@ import (
 // event loop cannot wait for. Instead each node leases quota in batches from
 // a Lua script that keeps every grant in a sorted set by expiry (an exact
 // sliding log of grants, not of messages), and Allow spends the lease from
-// memory. A grant is counted for W after its last use, so grants never sum
-// past N in any W, and lease sizes shrink as the window fills so that nodes
-// share what is left. See lease.lua for the invariant.
+// memory. A grant stays counted until W after its last use, so the messages
+// admitted in any W never exceed N; lease sizes follow each node's demand
+// and shrink as the window fills, so that nodes share what is left. The one
+// exception is credit: a node that knows nothing recent about a subject
+// admits up to max(1, N/(50*Nodes)) messages before its first lease
+// arrives, so nodes starting cold together on a subject that is already at
+// its limit elsewhere can overshoot by that much each (2 % of N). See
+// lease.lua for the invariant.
 
 // LimiterOptions tune a Limiter. The zero value is usable.
 type LimiterOptions struct {
@@ -41,22 +47,29 @@ type LimiterOptions struct {
 	// "deny" (refuse every message until Redis is back).
 	OnFailure string
 	// Nodes is the number of gateway nodes the limit is split across in the
-	// "local" fallback. 0: the most nodes seen active on one subject in the
-	// lease script's answers over the last minute, or 1 if none were seen.
+	// "local" fallback (and sizes the credit). 0: the most nodes seen active
+	// on one subject in the lease script's answers over the last minute, or
+	// 1 if none were seen.
 	Nodes int
 	// LocalShare, when > 0, is this node's limit per W in the "local"
 	// fallback, instead of N/Nodes.
 	LocalShare int
-	// LeaseTTL is how long a node may spend a lease before it must ask
-	// again. Default W/10, within [50ms, 1s]. Unused units are handed back
-	// when a lease ends, so a longer TTL costs no accuracy in the steady
-	// state, only quota parked on a node that stopped sending.
+	// LeaseTTL is about how long a lease lasts before the node asks again
+	// (a lease is sized to this node's demand over it). Default W/25,
+	// within [50ms, 1s]. Quota is counted from when it is leased to W after
+	// its lease's last use, so a message occupies the window for about
+	// W + 1.25*LeaseTTL: steady traffic close to the limit gets about
+	// N*W/(W+1.25*LeaseTTL) through (95 % at the default). A flood spends
+	// each lease at once and gets N. A shorter TTL is more exact and costs
+	// more round trips.
 	LeaseTTL time.Duration
 	// MaxLease caps the units of one lease. Default N.
 	MaxLease int
-	// MinLeaseDivisor: while at least N/(d*nodes) units are free, no lease
-	// is smaller than that (fewer round trips once the window is full).
-	// Default 4.
+	// MinLeaseDivisor d: a lease is at most half of what is free divided
+	// by the active nodes, but while N/(d*nodes) units are free no lease
+	// is smaller than that, so that quota freed by an expiring grant is
+	// taken in one or two round trips rather than in crumbs. Default 2.
+	// Larger is fairer between nodes and costs more round trips.
 	MinLeaseDivisor int
 	// KeyPrefix prefixes every key. Default "mcpgate:rl:".
 	KeyPrefix string
@@ -104,10 +117,13 @@ type entry struct {
 	reports   [maxReports]report
 	nrep      int
 	repAt     int64 // when the oldest pending report was made
-	debt      int32 // admitted on credit, not yet recorded in Redis
+	repUnused bool  // a pending report hands units back
+	debt      int32 // admitted on credit, not yet sent to Redis
+	owed      int32 // admitted on credit, sent in the call in flight
 	debtAt    int64
-	credit    int32 // how much debt the last answer allows
 	nodes     int32 // active nodes in the last answer
+	free      int32 // units the last answer left free
+	hot       bool  // the last call asked for more than a small lease
 	infoAt    int64 // when the last answer arrived
 	fullUntil int64 // the window is full until then: no credit, no asking
 	attempts  int64 // Allow calls since the last refill (demand)
@@ -124,7 +140,9 @@ func (e *entry) retire(g *grant, t int64) {
 	if g.units > 0 || g.lastUse != 0 {
 		if e.nrep == 0 {
 			e.repAt = t
+			e.repUnused = false
 		}
+		e.repUnused = e.repUnused || g.units > 0
 		if e.nrep == maxReports {
 			copy(e.reports[:], e.reports[1:])
 			e.nrep--
@@ -214,13 +232,14 @@ func NewLimiter(rdb *redis.Client, limit ratelimit.Limit, opts LimiterOptions, m
 	l.window = int64(limit.Window)
 	l.lease = int64(opts.LeaseTTL)
 	if l.lease <= 0 {
-		l.lease = min(max(l.window/10, int64(50*time.Millisecond)), int64(time.Second))
+		l.lease = min(max(l.window/25, int64(50*time.Millisecond)), int64(time.Second))
 	}
-	if l.opts.MaxLease <= 0 {
+	if l.opts.MaxLease <= 0 || l.opts.MaxLease > limit.N {
 		l.opts.MaxLease = limit.N
 	}
+	l.opts.MaxLease = min(l.opts.MaxLease, math.MaxInt32/2) // units are int32
 	if l.opts.MinLeaseDivisor <= 0 {
-		l.opts.MinLeaseDivisor = 4
+		l.opts.MinLeaseDivisor = 2
 	}
 	if l.opts.KeyPrefix == "" {
 		l.opts.KeyPrefix = "mcpgate:rl:"
@@ -234,7 +253,7 @@ func NewLimiter(rdb *redis.Client, limit ratelimit.Limit, opts LimiterOptions, m
 	if l.opts.ProbeInterval <= 0 {
 		l.opts.ProbeInterval = time.Second
 	}
-	l.coldCredit = creditCap(limit.N, max(opts.Nodes, 1))
+	l.coldCredit = smallLease(limit.N, max(opts.Nodes, 1))
 	l.pendingRetry = min(max(limit.Window/time.Duration(limit.N), time.Millisecond), time.Duration(l.lease))
 	l.queue = make(chan *entry, l.opts.QueueSize)
 	l.src = leaseScript
@@ -244,10 +263,9 @@ func NewLimiter(rdb *redis.Client, limit ratelimit.Limit, opts LimiterOptions, m
 	return l
 }
 
-// creditCap bounds what a node admits before Redis has recorded it: at most
-// N/(50*nodes), at least 1, so that nodes racing on stale answers overshoot
-// by 2 % at most.
-func creditCap(n, nodes int) int32 {
+// smallLease is N/(50*nodes), at least 1: the credit a node may take, so
+// that nodes racing on stale answers overshoot by 2 % of N at most.
+func smallLease(n, nodes int) int32 {
 	return int32(max(1, n/(50*max(nodes, 1))))
 }
 
@@ -294,11 +312,7 @@ func (l *Limiter) take(e *entry, t int64) (bool, time.Duration) {
 				g.units--
 				g.lastUse = t
 				if g.units == 0 {
-					// Spent before it expired: demand exceeds the lease,
-					// so the window may be filling fast on every node.
-					// No credit until Redis answers again.
 					e.retire(g, t)
-					e.credit = 0
 				}
 				return true, 0
 			}
@@ -312,18 +326,30 @@ func (l *Limiter) take(e *entry, t int64) (bool, time.Duration) {
 	if t < e.fullUntil {
 		return false, time.Duration(e.fullUntil - t)
 	}
-	credit := e.credit
-	if t-e.infoAt > l.window {
-		// Nothing known for a whole window (a new or quiet subject): admit
-		// a little before asking, so a first message is not refused.
-		credit = l.coldCredit
-	}
-	if e.debt < credit {
+	if e.debt+e.owed < l.credit(e, t) {
 		e.debt++
 		e.debtAt = t
 		return true, 0
 	}
 	return false, l.pendingRetry
+}
+
+// credit is how many messages a node without a lease may admit before
+// Redis records them (as debt, with its next call), so that the first
+// messages of a new or quiet subject are not refused while its lease is on
+// the way. It is small (smallLease) and only given when the last answer is
+// older than a window, or said the window was at most half full and this
+// node is not flooding the subject: a node that spends leases as fast as it
+// gets them must wait for Redis, since its answers go stale as soon as the
+// other nodes spend.
+func (l *Limiter) credit(e *entry, t int64) int32 {
+	// A node told to wait for a full window is not cold when the wait
+	// ends, however long it was.
+	age := t - max(e.infoAt, e.fullUntil)
+	if age > l.window || (int(e.free)*2 >= l.limit.N && (!e.hot || age >= l.lease)) {
+		return l.coldCredit
+	}
+	return 0
 }
 
 // wantsRefill: record debt at once; otherwise prefetch the next lease when

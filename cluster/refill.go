@@ -27,6 +27,7 @@ type call struct {
 	debt   int32
 	debtAt int64
 	id     uint64
+	life   int64 // lease lifetime asked for (ns)
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
@@ -227,22 +228,34 @@ func (l *Limiter) prepare(e *entry, now int64) (call, bool) {
 		e.queued = false
 		return call{}, false
 	}
-	// Ask for twice what this node's demand (admitted or not) would spend
-	// in one lease TTL: a slow subject gets a small lease and parks little
-	// quota here; a flooded one gets the most the script will give.
-	elapsed := max(now-e.rateFrom, l.lease/2)
-	expect := float64(e.attempts) * float64(l.lease) / float64(elapsed)
+	// Size the lease to this node's demand (messages admitted or refused
+	// since the last call): what it would spend in one lease TTL, held a
+	// quarter longer because the next lease is fetched before this one runs
+	// out. Leftovers go back to Redis when the lease ends. Under four
+	// messages per TTL the lease lives longer instead (up to W), for about
+	// four messages and the gap before the next one, so that a slow subject
+	// finds a lease in hand when its next message comes. The floor on the
+	// elapsed time lets a lease grow at most tenfold per call.
+	elapsed := max(now-e.rateFrom, l.lease/10)
+	rate := float64(e.attempts) / float64(elapsed) // per ns
+	life := l.lease + l.lease/4
 	want := 0
-	if expect >= 0.5 {
-		want = int(math.Min(math.Ceil(2*expect), float64(l.opts.MaxLease)))
+	switch k := rate * float64(l.lease); {
+	case k >= 4:
+		want = int(math.Min(math.Ceil(k), float64(l.opts.MaxLease)))
+	case rate*float64(l.window) >= 0.5:
+		life = min(l.window, max(l.lease, int64(5/rate)))
+		want = min(max(1, int(math.Ceil(rate*float64(life)*4/5))), l.opts.MaxLease)
 	}
+	e.hot = want > int(smallLease(l.limit.N, int(max(e.nodes, 1))))
 	if want == 0 && e.attempts > 0 && e.debt == 0 && e.cur.id == 0 {
 		want = 1 // refused for want of credit: ask for at least one
 	}
 	if e.next.id != 0 || now < e.fullUntil {
 		want = 0 // nothing to fetch: this call only records debt or reports
 	}
-	c := call{e: e, want: int32(want), debt: e.debt, debtAt: e.debtAt}
+	c := call{e: e, want: int32(want), debt: e.debt, debtAt: e.debtAt, life: life}
+	e.owed = e.debt
 	e.debt = 0
 	e.attempts = 0
 	e.rateFrom = now
@@ -255,7 +268,7 @@ func (l *Limiter) prepare(e *entry, now int64) (call, bool) {
 	}
 	c.keys = e.keys
 	c.args = make([]any, 0, 9+3*e.nrep)
-	c.args = append(c.args, l.limit.N, l.window/1000, l.lease/1000, l.nodeID,
+	c.args = append(c.args, l.limit.N, l.window/1000, life/1000, l.nodeID,
 		l.grantName(c.id), want, c.debt, l.opts.MinLeaseDivisor, e.nrep)
 	for _, r := range e.reports[:e.nrep] {
 		ago := int64(-1)
@@ -278,6 +291,7 @@ func (l *Limiter) install(c *call, start, recv int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e.queued = false
+	e.owed = 0
 	v, err := c.cmd.Int64Slice()
 	if err != nil {
 		return err
@@ -285,20 +299,17 @@ func (l *Limiter) install(c *call, start, recv int64) error {
 	if len(v) != 4 {
 		return errBadReply
 	}
-	lease, free, nodes, wait := int32(v[0]), v[1], max(int32(v[2]), 1), v[3]
+	lease, nodes, wait := int32(v[0]), max(int32(v[2]), 1), v[3]
 	e.infoAt = recv
 	e.nodes = nodes
-	e.credit = 0
-	if free > 0 {
-		e.credit = min(int32(free/int64(2*nodes)), creditCap(l.limit.N, int(nodes)))
-	}
+	e.free = int32(max(min(v[1], math.MaxInt32), 0))
 	if n := l.nodesSeen.Load(); nodes >= n || recv-l.nodesSeenAt.Load() > int64(time.Minute) {
 		l.nodesSeen.Store(nodes)
 		l.nodesSeenAt.Store(recv)
 	}
 	switch {
 	case lease > 0:
-		g := grant{id: c.id, units: lease, granted: lease, exp: start + l.lease - clockSlack}
+		g := grant{id: c.id, units: lease, granted: lease, exp: start + c.life - clockSlack}
 		if c.debt > 0 {
 			g.lastUse = c.debtAt // the grant's count includes the debt
 		}
@@ -338,7 +349,11 @@ func (l *Limiter) sweep(now time.Time) {
 			if e.queued {
 				continue
 			}
-			if e.debt > 0 || (e.nrep > 0 && t-e.repAt >= l.lease) {
+			// Unused units go back at once (a node waiting for a full
+			// window may be about to poll for them); reports that only
+			// shorten a spent grant's expiry ride on the next refill, or
+			// go after a lease TTL.
+			if e.debt > 0 || (e.nrep > 0 && (e.repUnused || t-e.repAt >= l.lease)) {
 				e.queued = true
 				batch = append(batch, e)
 				continue

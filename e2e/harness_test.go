@@ -147,7 +147,7 @@ func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string,
 		o(cfg)
 	}
 	var b strings.Builder
-	for _, k := range []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit", "upstreams", "routes", "admin", "log", "drain_timeout", "redis"} {
+	for _, k := range []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit", "upstreams", "routes", "admin", "log", "drain_timeout", "redis", "proxy", "insecure_plaintext", "reuse_port"} {
 		if v, ok := cfg[k]; ok {
 			fmt.Fprintf(&b, "%s: %s\n", k, v)
 		}

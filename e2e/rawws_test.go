@@ -47,9 +47,19 @@ func dialRawRequest(t testing.TB, addr, req string) *raw {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	must(t, err)
 	t.Cleanup(func() { c.Close() })
+	return requestOver(t, c, req)
+}
+
+// dialOver upgrades over an existing connection.
+func dialOver(t testing.TB, c net.Conn, addr string) *raw {
+	return requestOver(t, c, upgradeRequest(addr, "/mcp"))
+}
+
+func requestOver(t testing.TB, c net.Conn, req string) *raw {
+	t.Helper()
 	r := &raw{t: t, c: c, br: bufio.NewReader(c)}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, req)
+	_, err := io.WriteString(c, req)
 	must(t, err)
 	resp, err := http.ReadResponse(r.br, nil)
 	if err != nil {

@@ -41,6 +41,8 @@ type conn struct {
 	retryAfter    int16
 	counted       bool // holds a per-IP slot
 	pending       bool // counted in pending-auth (until authenticated or closed)
+	needProxy     bool // a PROXY header from a trusted balancer comes first
+	admitLater    bool // a trusted proxy: admit once X-Forwarded-For is read
 	async         bool // an off-loop step (ticket store) is running; read nothing
 	ticketChecked bool
 	ticketSubject string
@@ -52,10 +54,15 @@ func (c *conn) onTraffic() gnet.Action {
 	if c.async {
 		return gnet.None // bytes stay buffered until the off-loop step returns
 	}
+	now := time.Now().UnixNano()
+	if c.sess.State == session.Handshake && c.tc == nil || c.needProxy {
+		if act, ok := c.proxyHeader(now); !ok {
+			return act
+		}
+	}
 	if c.tc != nil && !c.pumpTLS() {
 		return gnet.Close
 	}
-	now := time.Now().UnixNano()
 	if c.sess.State == session.Handshake {
 		done, act := c.handshake(now)
 		if !done {

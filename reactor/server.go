@@ -67,7 +67,11 @@ type Options struct {
 	// PlaintextOnlyTrusted, with TLS nil, serves only peers inside Trusted
 	// (insecure_plaintext off loopback: a TLS-terminating balancer in front).
 	PlaintextOnlyTrusted bool
-	Trusted              []netip.Prefix
+	// Trusted are the load balancers allowed to send PROXY protocol and
+	// X-Forwarded-For.
+	Trusted []netip.Prefix
+	// ProxyProtocol expects a PROXY v1/v2 header from trusted peers.
+	ProxyProtocol bool
 	// Multicore runs one event loop per core (default true through New's caller).
 	Loops int
 }
@@ -318,8 +322,33 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	s.pending.Add(1)
 	s.m.PendingAuth.Inc()
-	c.counted = true
 	c.pending = true
+	switch {
+	case s.opt.ProxyProtocol && s.trusted(c.sess.Remote):
+		// The client's address comes in the PROXY header; per-IP
+		// admission waits for it (see proxyHeader).
+		c.needProxy = true
+	case s.trusted(c.sess.Remote):
+		// A trusted HTTP proxy: the client may be named in
+		// X-Forwarded-For, so admission waits for the headers.
+		c.admitLater = true
+	default:
+		s.admit(c, now)
+	}
+	s.table.Add(&c.sess)
+	dl := now + s.lim.handshake
+	if c.reject != 0 {
+		dl = min(dl, now+int64(2*time.Second))
+	}
+	c.sess.Deadline.Store(dl)
+	return nil, gnet.None
+}
+
+// admit counts the connection against its client address and decides the
+// refusals that depend on it (per-IP cap, pending-auth cap, handshake rate).
+// The answer waits until the request is in (see handshake).
+func (s *Server) admit(c *conn, now int64) {
+	c.counted = true
 	s.ipMu.Lock()
 	s.ipConns[c.sess.Remote]++
 	perIP := s.ipConns[c.sess.Remote]
@@ -334,15 +363,13 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 			c.reject, c.retryAfter = 429, int16((retry+time.Second-1)/time.Second)
 		}
 	}
-	s.table.Add(&c.sess)
-	dl := now + s.lim.handshake
 	if c.reject != 0 {
 		// A refused client gets its answer once its request is in, so that
 		// the response is read and not lost to a reset; it may not linger.
-		dl = min(dl, now+int64(2*time.Second))
+		if dl := c.sess.Deadline.Load(); dl == 0 || dl > now+int64(2*time.Second) {
+			c.sess.Deadline.Store(now + int64(2*time.Second))
+		}
 	}
-	c.sess.Deadline.Store(dl)
-	return nil, gnet.None
 }
 
 // OnClose releases everything the connection held and logs its one line.

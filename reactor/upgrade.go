@@ -65,6 +65,9 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 		c.send(resp)
 		return false, gnet.Close
 	}
+	if st, retry := c.forwardedFor(hs.xff, now); st != 0 {
+		return false, c.refuse(st, retry)
+	}
 	c.send(resp)
 	s.m.Handshakes.WithLabelValues("ok").Inc()
 	c.sess.RouteIdx = uint8(hs.route)
@@ -107,6 +110,10 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 			case equalFold(key, "Origin"):
 				hs.origin = string(value)
 				hs.hasOrigin = true
+			case equalFold(key, "X-Forwarded-For"):
+				if len(hs.xff) < 8 {
+					hs.xff = append(hs.xff, string(value))
+				}
 			case equalFold(key, "Authorization"):
 				if len(value) > 7 && equalFold(value[:7], "Bearer ") {
 					hs.bearer = string(bytes.TrimSpace(value[7:]))
@@ -181,6 +188,7 @@ type handshakeState struct {
 	hasOrigin bool
 	bearer    string
 	principal string
+	xff       []string
 	status    int
 }
 

@@ -60,9 +60,6 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	} else if cfg, err = loadConfig(*path); err != nil {
 		return err
 	}
-	if err := notYetServed(cfg); err != nil {
-		return &exitError{2, err}
-	}
 	if *logFormat != "" {
 		cfg.Log.Format = *logFormat
 	}
@@ -157,6 +154,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		Config: cfg, Verifier: verifier, Routes: routes, Table: session.NewTable(),
 		Metrics: m, Log: log, SubjectLimiter: subj, Tickets: tickets,
 		TLS: tlsSrv, PlaintextOnlyTrusted: plaintextOff, Trusted: cfg.Proxy.TrustedPrefixes(),
+		ProxyProtocol: cfg.Proxy.ProxyProtocol,
 	})
 	if err != nil {
 		return &exitError{2, err}
@@ -276,15 +274,4 @@ func printWelcome(w io.Writer, cfg *config.Config, token string) {
   Metrics: http://%s/metrics    Stop: Ctrl-C
 
 `, token, url, token, strings.TrimSpace(cfg.Admin.Listen))
-}
-
-// notYetServed refuses settings this build validates but does not serve yet,
-// rather than silently ignoring them (a TLS config served as plaintext would
-// be the worst possible outcome).
-func notYetServed(cfg *config.Config) error {
-	switch {
-	case cfg.Proxy.ProxyProtocol:
-		return fmt.Errorf("proxy.proxy_protocol: PROXY protocol is not implemented in this build")
-	}
-	return nil
 }
