@@ -111,6 +111,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			return &exitError{2, fmt.Errorf("redis.url: %w", err)}
 		}
 		defer rdb.Close()
+		cluster.RouteRedisLogs(log) // go-redis logs every failed dial; keep that at debug
 		log.Info("distributed mode", "redis", config.RedactURL(cfg.Redis.URL), "on_failure", cfg.Redis.OnFailure)
 	}
 	var subj ratelimit.SubjectLimiter
