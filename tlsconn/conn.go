@@ -60,6 +60,7 @@ func (c *Conn) Feed(b []byte) error {
 		c.st.Store(stFailed)
 		r.closeLocked(ErrInputLimit)
 		c.stopTimerLocked()
+		c.onHS = nil
 		r.mu.Unlock()
 		if st == stQueued {
 			c.srv.dequeue(c)
@@ -85,6 +86,7 @@ func (c *Conn) Feed(b []byte) error {
 		c.st.Store(stFailed)
 		r.closeLocked(err)
 		c.stopTimerLocked()
+		c.onHS = nil
 		c.srv.failed.Add(1)
 		return err
 	}

@@ -35,6 +35,28 @@
 // Conn method, so the reactor must hop back to the loop (gnet Execute) before
 // touching the connection.
 //
+// # Integration with gnet
+//
+//   - OnOpen: c := srv.NewConn(out, onHandshake); c.SetAddrs(...). Keep c in
+//     the connection's context.
+//   - OnTraffic: b, _ := gc.Peek(-1); err := c.Feed(b); gc.Discard(len(b));
+//     on error close. Then, if c.Established(), Read until ErrWouldBlock and
+//     hand the plaintext to the HTTP/WebSocket layer (which keeps its own
+//     partial-frame buffer: Read returns whatever records completed).
+//     Apply the reactor's inbound cap to the plaintext side too.
+//   - onHandshake(err): Execute on the loop; if the connection is gone, do
+//     nothing; on error close (a tls.RecordHeaderError whose Conn is set is a
+//     plaintext client: a 400 may be written raw before closing); on success
+//     Read until ErrWouldBlock, since the first request may already be in.
+//   - out(b): must deliver in call order. gnet reorders Write against
+//     AsyncWrite, so either always AsyncWrite(b, cb), or, on the loop only,
+//     use gc.Write when no AsyncWrite of this connection is pending (count
+//     them: the callbacks run on the loop). Count pending bytes for the
+//     slow-reader cut, as for plaintext.
+//   - Writes from workers: c.Write(frame); the records go out through out.
+//   - Closing: c.CloseNotify() (optional), then close the socket; OnClose:
+//     c.Close(). The handshake timer is ours, no sweep is needed for it.
+//
 // # Memory
 //
 // An idle established connection holds no goroutine and no timer; the

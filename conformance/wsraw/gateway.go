@@ -1,0 +1,284 @@
+// Package wsraw is the black-box harness shared by the conformance and abuse
+// suites: it builds the gateway binary, runs it with a config on free
+// loopback ports, reads its memory and I/O counters from /proc, and speaks
+// raw WebSocket frames, including frames a correct client never would.
+//
+// It is a test helper (it takes a testing.TB) but lives in a normal package so
+// that both suites share one copy.
+package wsraw
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Test credentials. The static token file the harness writes holds only
+// their hashes.
+const (
+	Token      = "conformance-static-token-0123456789"
+	OtherToken = "conformance-other-token-abcdef0123"
+	AdminToken = "conformance-admin-token-0123456789abcdef"
+)
+
+// Build compiles cmd/gateway into a fresh temp dir and returns the binary
+// path and the dir to remove when done.
+func Build(race bool) (bin, dir string, err error) {
+	dir, err = os.MkdirTemp("", "gateway-bin-")
+	if err != nil {
+		return "", "", err
+	}
+	bin = filepath.Join(dir, "gateway")
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "github.com/mcpgate/gateway/cmd/gateway")...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("building gateway: %w", err)
+	}
+	return bin, dir, nil
+}
+
+// FreePort finds a loopback port nobody listens on right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Config maps a top-level config key to its YAML value (a scalar or an
+// indented block). Keys given to Start replace the defaults.
+type Config map[string]string
+
+// DefaultConfig is a complete test config: static tokens, a builtin demo
+// upstream on /mcp, a loopback admin listener and generous timers.
+func DefaultConfig(listen, admin string) Config {
+	return Config{
+		"listen": strconv.Quote(listen),
+		"path":   "/mcp",
+		"origins": `
+  allowed: ["https://app.example.com"]
+  allow_absent: true`,
+		"auth": `
+  timeout: 5s
+  header: true
+  static_tokens_file: tokens.txt`,
+		"limits": `
+  handshake_timeout: 5s
+  idle_timeout: 600s
+  ping_interval: 300s`,
+		"admin": fmt.Sprintf(`
+  listen: %q
+  token_file: admin.token`, admin),
+		"log": `
+  format: json
+  level: warn`,
+	}
+}
+
+var keyOrder = []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit",
+	"upstreams", "routes", "admin", "log", "drain_timeout", "redis"}
+
+// Gateway is one running gateway process.
+type Gateway struct {
+	t       testing.TB
+	cmd     *exec.Cmd
+	Addr    string // host:port of the WebSocket listener
+	Admin   string // host:port of the admin listener
+	Dir     string
+	logMu   sync.Mutex
+	log     bytes.Buffer
+	exited  chan struct{}
+	exitErr error
+}
+
+type logWriter struct{ g *Gateway }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.g.logMu.Lock()
+	defer w.g.logMu.Unlock()
+	if w.g.log.Len() > 4<<20 { // keep the last words, not every line
+		w.g.log.Reset()
+	}
+	return w.g.log.Write(p)
+}
+
+// Start writes the config (defaults overridden by set) and credentials to a
+// temp dir, runs `bin serve -c` on free loopback ports and waits until it
+// is ready. The process is stopped when the test ends.
+func Start(t testing.TB, bin string, set Config) *Gateway {
+	t.Helper()
+	dir := t.TempDir()
+	g := &Gateway{t: t, Dir: dir, exited: make(chan struct{})}
+	g.Addr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	g.Admin = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	cfg := DefaultConfig(g.Addr, g.Admin)
+	for k, v := range set {
+		cfg[k] = v
+	}
+	var b strings.Builder
+	for _, k := range keyOrder {
+		if v, ok := cfg[k]; ok {
+			fmt.Fprintf(&b, "%s: %s\n", k, v)
+		}
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(b.String()), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "tokens.txt"), []byte(
+		"# sha256 subject\n"+sha(Token)+" tester\n"+sha(OtherToken)+" other\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(AdminToken+"\n"), 0o600))
+
+	g.cmd = exec.Command(bin, "serve", "-c", filepath.Join(dir, "gateway.yaml"))
+	g.cmd.Dir = dir
+	g.cmd.Stdout = logWriter{g}
+	g.cmd.Stderr = logWriter{g}
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, g.cmd.Start())
+	go func() { g.exitErr = g.cmd.Wait(); close(g.exited) }()
+	t.Cleanup(g.Stop)
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.Admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				if c, err := net.Dial("tcp", g.Addr); err == nil {
+					c.Close()
+					return g
+				}
+			}
+		}
+		select {
+		case <-g.exited:
+			t.Fatalf("gateway exited at start: %v\n%s", g.exitErr, g.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready in 15s\n%s", g.Logs())
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
+// Logs returns what the gateway wrote so far (the last 4 MiB at most).
+func (g *Gateway) Logs() string {
+	g.logMu.Lock()
+	defer g.logMu.Unlock()
+	return g.log.String()
+}
+
+// Pid is the gateway's process id.
+func (g *Gateway) Pid() int { return g.cmd.Process.Pid }
+
+// Alive reports whether the process is still running.
+func (g *Gateway) Alive() bool {
+	select {
+	case <-g.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// ExitErr is how the process ended (nil while it runs).
+func (g *Gateway) ExitErr() error {
+	if g.Alive() {
+		return nil
+	}
+	return g.exitErr
+}
+
+// Stop sends SIGTERM, waits, and kills the process group after 10 s.
+func (g *Gateway) Stop() {
+	if !g.Alive() {
+		return
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+		<-g.exited
+		g.t.Errorf("gateway did not stop on SIGTERM within 10s")
+	}
+}
+
+// RSS is the gateway's resident set size in bytes (VmRSS).
+func (g *Gateway) RSS() (int64, error) {
+	return procField(g.Pid(), "status", "VmRSS:", 1024)
+}
+
+// ReadChars is the bytes the gateway has read through read(2) and friends
+// so far (rchar in /proc/PID/io), sockets included.
+func (g *Gateway) ReadChars() (int64, error) {
+	return procField(g.Pid(), "io", "rchar:", 1)
+}
+
+func procField(pid int, file, key string, unit int64) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/%s", pid, file))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, key); ok {
+			fields := strings.Fields(rest)
+			if len(fields) == 0 {
+				break
+			}
+			v, err := strconv.ParseInt(fields[0], 10, 64)
+			return v * unit, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/%s", key, pid, file)
+}
+
+// Metric returns the value of one sample line of /metrics, e.g.
+// `gateway_closes_total{code="1009"}`; 0 when absent.
+func (g *Gateway) Metric(t testing.TB, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + g.Admin + "/metrics")
+	must(t, err)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, sample+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(line[len(sample)+1:]), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
