@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -30,10 +31,7 @@ func (c *conn) input() []byte {
 func (c *conn) consume(n int) {
 	if c.tc != nil {
 		if n < 0 || n >= len(c.plain) {
-			c.plain = c.plain[:0]
-			if cap(c.plain) > 4096 {
-				c.plain = nil // an idle connection keeps no big buffer
-			}
+			c.releasePlain() // an idle connection keeps no buffer
 			return
 		}
 		c.plain = c.plain[:copy(c.plain, c.plain[n:])]
@@ -92,6 +90,14 @@ func (c *conn) pumpTLS() bool {
 		return true // the handshake goroutine has the bytes
 	}
 	limit := c.srv.lim.maxMsg + 14 + 4096
+	if c.plain == nil {
+		c.plain = (*plainPool.Get().(*[]byte))[:0]
+	}
+	defer func() {
+		if len(c.plain) == 0 {
+			c.releasePlain()
+		}
+	}()
 	for {
 		if len(c.plain) == cap(c.plain) {
 			if cap(c.plain) >= int(limit) {
@@ -126,4 +132,19 @@ func (c *conn) onTLSHandshake(err error) {
 		}
 		c.resume()
 	})
+}
+
+// plainPool holds decrypted-input buffers between reads, so that an idle TLS
+// connection holds none.
+var plainPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func (c *conn) releasePlain() {
+	if c.plain == nil {
+		return
+	}
+	if cap(c.plain) <= 64<<10 {
+		b := c.plain[:0]
+		plainPool.Put(&b)
+	}
+	c.plain = nil
 }
