@@ -164,6 +164,18 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go revoker.Run(ctx)
+	// Not ready until the revocations stored in Redis are loaded, so a new
+	// node never admits a revoked subject; after 5 s without Redis, serve
+	// anyway (redis.on_failure governs the limits) rather than stay out.
+	started := time.Now()
+	revocationsKnown := func() bool {
+		select {
+		case <-revoker.Synced():
+			return true
+		default:
+			return rdb == nil || time.Since(started) > 5*time.Second
+		}
+	}
 	var adm *admin.Server
 	if cfg.Admin.Listen != "" {
 		var token string
@@ -175,7 +187,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			token = strings.TrimSpace(string(b))
 		}
 		adm, err = admin.New(cfg.Admin.Listen, admin.Options{
-			Metrics: m, Ready: func() bool { return !srv.Draining() }, Token: token, Log: log,
+			Metrics: m, Ready: func() bool { return !srv.Draining() && revocationsKnown() }, Token: token, Log: log,
 			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
 				until := time.Time{}
 				if ttl > 0 {
