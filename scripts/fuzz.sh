@@ -11,13 +11,11 @@ FUZZTIME=${FUZZTIME:-5m}
 targets=(
 	frame:FuzzReader frame:FuzzParseHeader
 	reactor:FuzzUpgrade
-	mcp:FuzzScan upstream/builtin:FuzzHandle
+	mcp:FuzzScan upstream/builtin:FuzzHandle upstream/pool:FuzzRoundTrip
 	auth:FuzzVerify
 	config:FuzzParseSize config:FuzzLoadYAML
+	edge:FuzzParseProxyHeader
 )
-for extra in edge:FuzzParseProxyHeader; do
-	[ -d "${extra%%:*}" ] && targets+=("$extra")
-done
 for spec in "${targets[@]}"; do
 	pkg=${spec%%:*}; target=${spec#*:}
 	start=$(date +%s)
