@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -39,6 +40,8 @@ type Options struct {
 	// tokens for ttl (0: the longest token lifetime).
 	Revoke func(ctx context.Context, subject string, ttl time.Duration) error
 	Log    *slog.Logger
+	// Pprof mounts net/http/pprof under /debug/pprof/.
+	Pprof bool
 }
 
 // New binds addr.
@@ -99,6 +102,13 @@ func New(addr string, o Options) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	return &Server{
 		ln: ln,

@@ -151,6 +151,8 @@ type Route struct {
 // Admin is the admin listener (/metrics, /healthz, /readyz, /admin/*).
 // An empty Listen disables it.
 type Admin struct {
+	// Pprof serves /debug/pprof/ on the admin listener (for profiling under load).
+	Pprof     bool   `yaml:"pprof"`
 	Listen    string `yaml:"listen"`
 	TokenFile string `yaml:"token_file"`
 }

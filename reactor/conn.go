@@ -210,6 +210,25 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 			return gnet.None // notifications, responses and batches are dropped
 		}
 	}
+	if in, ok := c.up.(upstream.Inline); ok {
+		b := getBuf(4096)
+		// Reserve room for the frame header, then frame the reply in place.
+		const hdr = 10
+		reply, handled := in.HandleInline((*b)[:hdr], msg)
+		if handled {
+			act := gnet.None
+			if n := len(reply) - hdr; n > 0 {
+				act = c.write(frameInPlace(reply, hdr))
+				c.sess.MsgsOut.Add(1)
+				s.m.MessagesOut.Inc()
+			}
+			*b = reply[:0]
+			putBuf(b)
+			s.m.MessagesIn.Inc()
+			return act
+		}
+		putBuf(b)
+	}
 	requests := countRequests(&env, msg)
 	c.inflight.Add(requests)
 	buf := upstream.GetBuffer(len(msg))
@@ -404,6 +423,28 @@ func (ob *outBuf) release() {
 		ob.b = make([]byte, 0, 1024) // don't park rare huge replies in the pool
 	}
 	outPool.Put(ob)
+}
+
+// frameInPlace turns buf, whose payload starts at buf[reserved:], into one
+// server text frame by writing the header just before the payload.
+func frameInPlace(buf []byte, reserved int) []byte {
+	n := len(buf) - reserved
+	h := frame.MaxHeaderLen(n)
+	start := reserved - h
+	buf[start] = 0x80 | byte(ws.OpText) // FIN, text; servers never mask
+	switch h {
+	case 2:
+		buf[start+1] = byte(n)
+	case 4:
+		buf[start+1] = 126
+		buf[start+2], buf[start+3] = byte(n>>8), byte(n)
+	default:
+		buf[start+1] = 127
+		for i := 0; i < 8; i++ {
+			buf[start+2+i] = byte(uint64(n) >> (56 - 8*i))
+		}
+	}
+	return buf[start:]
 }
 
 // codeDraining answers requests that arrive while the gateway drains

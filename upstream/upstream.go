@@ -54,3 +54,15 @@ type Session interface {
 	// it returns; a Deliver after Close must be harmless to the Sink.
 	Close()
 }
+
+// Inline is implemented by sessions whose upstream is pure computation with
+// a small bound (the builtin server): the reactor may answer a message on its
+// event loop instead of handing it to a worker, which saves the two
+// cross-goroutine wake-ups (queue, then AsyncWrite) that otherwise cost more
+// than the answer itself.
+type Inline interface {
+	// HandleInline appends the reply to msg (possibly nothing, for
+	// notifications) to dst and returns it, with ok true; ok false means
+	// the message is not one to answer inline (too big): use Send.
+	HandleInline(dst, msg []byte) (reply []byte, ok bool)
+}

@@ -187,7 +187,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			token = strings.TrimSpace(string(b))
 		}
 		adm, err = admin.New(cfg.Admin.Listen, admin.Options{
-			Metrics: m, Ready: func() bool { return !srv.Draining() && revocationsKnown() }, Token: token, Log: log,
+			Metrics: m, Ready: func() bool { return !srv.Draining() && revocationsKnown() }, Token: token, Log: log, Pprof: cfg.Admin.Pprof,
 			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
 				until := time.Time{}
 				if ttl > 0 {

@@ -142,3 +142,16 @@ func (ss *session) Send(msg []byte) error {
 
 // Close marks the session gone; queued messages of it are skipped.
 func (ss *session) Close() { ss.closed.Store(true) }
+
+// InlineMax is the largest message the builtin server answers on the
+// caller's goroutine (HandleInline); bigger ones go through the workers, so
+// that an event loop never spends long on one message.
+const InlineMax = 16 << 10
+
+// HandleInline answers small messages at once (upstream.Inline).
+func (ss *session) HandleInline(dst, msg []byte) ([]byte, bool) {
+	if len(msg) > InlineMax || ss.closed.Load() || ss.srv.closed.Load() {
+		return dst, false
+	}
+	return ss.srv.Handle(dst, msg), true
+}
