@@ -11,7 +11,7 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
-go build -o gw "$root/cmd/gateway"
+(cd "$root" && go build -o "$work/gw" ./cmd/gateway)
 entry=$root/test/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js
 sg=$root/test/peers-seed/node_modules/.bin/supergateway
 token=bench-token-0123456789abcdef
