@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -65,6 +66,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
+	}
+	if os.Getenv("GOGC") == "" {
+		// Idle connections are the gateway's working set and its hot path
+		// barely allocates, so a tighter heap goal costs little CPU and
+		// keeps RSS near the live heap (1.16 vs 1.32 KiB per idle
+		// connection at 15,000). GOGC in the environment overrides it.
+		debug.SetGCPercent(50)
 	}
 	log, err := newLogger(cfg.Log, stderr)
 	if err != nil {
