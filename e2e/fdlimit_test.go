@@ -43,16 +43,27 @@ func TestMoreConnectionsThanFileLimit(t *testing.T) {
 		// Each connection starts an upgrade so refusals are answered.
 		_, _ = c.Write([]byte(upgradeRequest(g.Addr, "/mcp")))
 	}
+	upgraded, with503 := 0, 0
 	for _, c := range conns {
 		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
 		buf := make([]byte, 16)
 		n, _ := c.Read(buf)
-		if strings.HasPrefix(string(buf[:n]), "HTTP/1.1 503") {
+		switch {
+		case strings.HasPrefix(string(buf[:n]), "HTTP/1.1 101"):
+			upgraded++
+		case strings.HasPrefix(string(buf[:n]), "HTTP/1.1 503"):
+			with503++
+			refused++
+		default:
+			// Refused at accept: the 503 was written, but a client whose
+			// request was still unread when the socket closed may see a
+			// reset instead of it.
 			refused++
 		}
 	}
-	if refused < 200 {
-		t.Fatalf("only %d of 400 refused with 503 under a 256-file limit", refused)
+	// 256 files * 0.9 - 64 reserved = 166 connections, the kept client included.
+	if upgraded > 166 || refused < 400-166 || with503 == 0 {
+		t.Fatalf("%d upgraded, %d refused (%d with a 503) of 400 under a 256-file limit", upgraded, refused, with503)
 	}
 	keep.sendText(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
 	if got := keep.readText(); got != `{"jsonrpc":"2.0","id":1,"result":{}}` {
