@@ -466,23 +466,7 @@ func (c *conn) startDrain() {
 
 // countRequests is how many answers a relayed message asks for.
 func countRequests(env *mcp.Envelope, msg []byte) int32 {
-	switch env.Kind {
-	case mcp.KindRequest:
-		return 1
-	case mcp.KindBatch:
-		var n int32
-		it := mcp.NewBatch(msg)
-		for {
-			el, ok := it.Next()
-			if !ok {
-				return n
-			}
-			if e, err := mcp.Scan(el); err == nil && e.Kind == mcp.KindRequest {
-				n++
-			}
-		}
-	}
-	return 0
+	return countKind(env, msg, mcp.KindRequest)
 }
 
 // countResponses is how many answers an upstream message carries.
@@ -491,8 +475,13 @@ func countResponses(msg []byte) int32 {
 	if err != nil {
 		return 0
 	}
+	return countKind(&env, msg, mcp.KindResponse)
+}
+
+// countKind counts the messages of one kind in a message or a batch.
+func countKind(env *mcp.Envelope, msg []byte, kind mcp.Kind) int32 {
 	switch env.Kind {
-	case mcp.KindResponse:
+	case kind:
 		return 1
 	case mcp.KindBatch:
 		var n int32
@@ -502,7 +491,7 @@ func countResponses(msg []byte) int32 {
 			if !ok {
 				return n
 			}
-			if e, err := mcp.Scan(el); err == nil && e.Kind == mcp.KindResponse {
+			if e, err := mcp.Scan(el); err == nil && e.Kind == kind {
 				n++
 			}
 		}
