@@ -24,8 +24,11 @@ func Default() *Config {
 	return &Config{
 		Listen: Listeners{"127.0.0.1:8080"},
 		Path:   "/mcp",
-		TLS:    TLS{MinVersion: "1.2"},
-		Proxy:  Proxy{TrustedCIDRs: []string{}},
+		// Per-loop listeners keep accept() under the connection cap (see
+		// Config.ReusePort).
+		ReusePort: true,
+		TLS:       TLS{MinVersion: "1.2"},
+		Proxy:     Proxy{TrustedCIDRs: []string{}},
 		Origins: Origins{
 			Allowed:     []string{},
 			AllowAbsent: true,

@@ -7,8 +7,10 @@ import "time"
 type Config struct {
 	Listen Listeners `yaml:"listen"`
 	Path   string    `yaml:"path"`
-	// ReusePort lets several gateway processes of the same user bind the
-	// same listen address (SO_REUSEPORT); the kernel spreads connections.
+	// ReusePort (default true) gives each event loop its own SO_REUSEPORT
+	// listener that accepts on that loop, one connection at a time, so the
+	// connection cap holds at accept(); it also lets several gateway
+	// processes of the same user share the address.
 	ReusePort         bool       `yaml:"reuse_port"`
 	TLS               TLS        `yaml:"tls"`
 	Proxy             Proxy      `yaml:"proxy"`

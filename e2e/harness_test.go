@@ -24,6 +24,10 @@ import (
 
 var gatewayBin string
 
+// gatewayBinFast is built without -race even when E2E_RACE=1, for the tests
+// whose point is load (tens of thousands of connections) rather than races.
+var gatewayBinFast string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "gateway-e2e-")
 	if err != nil {
@@ -39,6 +43,16 @@ func TestMain(m *testing.M) {
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building gateway:", err)
 		os.Exit(1)
+	}
+	gatewayBinFast = gatewayBin
+	if os.Getenv("E2E_RACE") == "1" {
+		gatewayBinFast = filepath.Join(dir, "gateway-fast")
+		cmd := exec.Command("go", "build", "-o", gatewayBinFast, "../cmd/gateway")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building gateway:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -242,9 +256,19 @@ func must(t testing.TB, err error) {
 // runGateway runs a short gateway command and returns stdout, stderr, exit code.
 func runGateway(t testing.TB, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	return runGatewayTimeout(t, dir, 20*time.Second, args...)
+}
+
+func runGatewayTimeout(t testing.TB, dir string, limit time.Duration, args ...string) (string, string, int) {
+	t.Helper()
+	return runBinary(t, gatewayBin, dir, limit, args...)
+}
+
+func runBinary(t testing.TB, bin, dir string, limit time.Duration, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gatewayBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
