@@ -58,7 +58,7 @@ func TestFirstMessageAuth(t *testing.T) {
 		if got := r.readText(); got != `{"jsonrpc":"2.0","id":2,"result":{}}` {
 			t.Fatalf("ping reply %s", got)
 		}
-		if !strings.Contains(g.Logs(), `"subject":"carol"`) {
+		if !g.waitLog(`"subject":"carol"`, 3*time.Second) {
 			t.Fatal("log has no line with the JWT subject")
 		}
 	})

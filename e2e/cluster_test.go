@@ -276,7 +276,7 @@ func TestClusterRedisFailure(t *testing.T) {
 		if g.Metric(t, "gateway_redis_errors_total") == 0 {
 			t.Fatalf("node %d counted no Redis errors", i+1)
 		}
-		if !strings.Contains(g.Logs(), "redis unreachable") {
+		if !g.waitLog("redis unreachable", 3*time.Second) {
 			t.Fatalf("node %d logged no fallback", i+1)
 		}
 	}

@@ -24,7 +24,7 @@ func TestMoreConnectionsThanFileLimit(t *testing.T) {
   max_connections_per_ip: 100000
   max_pending_auth: 100000`), with("ratelimit", `
   handshakes_per_ip: {count: 100000, window: 10s}`))
-	if !strings.Contains(g.Logs(), "capped") {
+	if !g.waitLog("capped", 3*time.Second) {
 		t.Fatalf("no warning that max_connections was capped:\n%s", g.Logs())
 	}
 	// A client that is served throughout.

@@ -102,6 +102,19 @@ func (g *gateway) Logs() string {
 	return g.log.String()
 }
 
+// waitLog waits until the gateway's output contains s (it reaches us
+// through a pipe, so it can trail what a client saw).
+func (g *gateway) waitLog(s string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(g.Logs(), s) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 type logWriter struct{ g *gateway }
 
 func (w logWriter) Write(p []byte) (int, error) {

@@ -198,7 +198,7 @@ func TestSlowConsumer(t *testing.T) {
 	if g.Metric(t, `gateway_closes_total{code="1008"}`) < 1 {
 		t.Fatal("slow consumer close not counted as 1008")
 	}
-	if !strings.Contains(g.Logs(), "Slow consumer") {
+	if !g.waitLog("Slow consumer", 3*time.Second) {
 		t.Fatal("no log line for the slow consumer")
 	}
 }
