@@ -1,0 +1,30 @@
+# Common entry points. See README.md and bench/results/README.md.
+#
+#   make build         build ./gateway
+#   make run           run the gateway (embedded default config; CONFIG=file.yaml for -c)
+#   make test          the whole test suite (scripts/test.sh)
+#   make bench         the benchmark suite: builds, installs the Node peers, runs
+#                      every server and scenario, writes bench/results/ (~15 min)
+#   make bench-quick   the same with small counts (~2 min), results in bench/results/tmp/
+
+GO ?= go
+CONFIG ?=
+
+.PHONY: all build run test bench bench-quick
+
+all: build
+
+build:
+	$(GO) build -o gateway ./cmd/gateway
+
+run:
+	$(GO) run ./cmd/gateway serve $(if $(CONFIG),-c $(CONFIG))
+
+test:
+	scripts/test.sh
+
+bench:
+	bench/suite/run.sh
+
+bench-quick:
+	bench/suite/run.sh --quick
