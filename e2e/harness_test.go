@@ -1,5 +1,3 @@
-// Package e2e runs the gateway binary, as users run it, against real sockets
-// on loopback, and checks the wire contract of SPEC sections 4.1 to 4.4.
 package e2e
 
 import (
