@@ -100,6 +100,17 @@ func (g *gateway) Logs() string {
 	return g.log.String()
 }
 
+// waitNoConnections waits until the readiness probe's connection (and any
+// other) is closed on the gateway's side, for tests that count connections.
+func (g *gateway) waitNoConnections(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); g.Metric(t, "gateway_connections_open") != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("connections still open on the gateway")
+		}
+	}
+}
+
 // waitLog waits until the gateway's output contains s (it reaches us
 // through a pipe, so it can trail what a client saw).
 func (g *gateway) waitLog(s string, timeout time.Duration) bool {

@@ -159,6 +159,7 @@ func TestConnectionCaps(t *testing.T) {
 		g := startGateway(t, with("limits", `
   handshake_timeout: 2s
   max_connections_per_ip: 3`))
+		g.waitNoConnections(t)
 		for i := 0; i < 3; i++ {
 			if r := dialRaw(t, g.Addr, "/mcp"); r.resp.StatusCode != 101 {
 				t.Fatalf("conn %d: %s", i, r.resp.Status)
@@ -173,6 +174,7 @@ func TestConnectionCaps(t *testing.T) {
 		g := startGateway(t, with("limits", `
   handshake_timeout: 2s
   max_pending_auth: 2`))
+		g.waitNoConnections(t)
 		a := dialRaw(t, g.Addr, "/mcp")
 		b := dialRaw(t, g.Addr, "/mcp")
 		if a.resp.StatusCode != 101 || b.resp.StatusCode != 101 {

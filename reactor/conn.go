@@ -194,10 +194,16 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	if c.draining.Load() {
 		// Every request still gets an answer before the 1001: new ones are
 		// refused here, in-flight ones are waited for.
+		act := gnet.None
 		if env.Kind == mcp.KindRequest {
-			return c.replyError(env.ID, codeDraining, "Gateway draining; reconnect", nil)
+			act = c.replyError(env.ID, codeDraining, "Gateway draining; reconnect", nil)
 		}
-		return gnet.None
+		if act == gnet.None && c.inflight.Load() <= 0 {
+			// Everything this client asked is answered: the 1001 follows
+			// the answer on the same socket.
+			return c.fail(ws.StatusGoingAway, "Going away")
+		}
+		return act
 	}
 	if sl := s.opt.SubjectLimiter; sl != nil {
 		if ok, retry := sl.Allow(c.sess.Subject, time.Unix(0, now)); !ok {
@@ -451,8 +457,8 @@ func frameInPlace(buf []byte, reserved int) []byte {
 // (JSON-RPC's implementation-defined server error range).
 const codeDraining = -32000
 
-// startDrain runs on the loop at SIGTERM: close now when nothing is in
-// flight, else when the last answer has been delivered.
+// startDrain runs on the loop at SIGTERM: close once nothing is in flight,
+// right after the last answer, or after a short grace when nothing is.
 func (c *conn) startDrain() {
 	if c.sess.State != session.Open {
 		c.closeNow(ws.StatusGoingAway, "Going away")
@@ -460,9 +466,15 @@ func (c *conn) startDrain() {
 	}
 	c.draining.Store(true)
 	if c.inflight.Load() <= 0 {
-		c.closeNow(ws.StatusGoingAway, "Going away")
+		// A request may be on the wire, not yet read: give it a moment to
+		// arrive and be answered before the 1001 (the sweeper closes).
+		c.sess.Deadline.Store(time.Now().UnixNano() + int64(drainGrace))
 	}
 }
+
+// drainGrace is how long a drained connection with nothing in flight stays
+// open for a request already on its way.
+const drainGrace = 100 * time.Millisecond
 
 // countRequests is how many answers a relayed message asks for.
 func countRequests(env *mcp.Envelope, msg []byte) int32 {

@@ -59,6 +59,10 @@ func (c *conn) onDeadline() {
 		s.m.AuthFailures.WithLabelValues("timeout").Inc()
 		c.closeNow(ws.StatusPolicyViolation, session.ReasonAuthTimeout)
 	case session.Open:
+		if c.draining.Load() && c.inflight.Load() <= 0 {
+			c.closeNow(ws.StatusGoingAway, "Going away")
+			return
+		}
 		quiet := now - c.sess.LastSeen
 		switch {
 		case quiet >= s.lim.idle:
