@@ -181,7 +181,9 @@ func TestUnauthenticatedHorde(t *testing.T) {
 	perConn := (peak - base) / int64(max(pendingAtPeak, 1))
 	t.Logf("gateway RSS: baseline %s, peak %s with %d pending connections: %d bytes per connection (Go heap in use: %.0f bytes per connection)",
 		mib(base), mib(peak), pendingAtPeak, perConn, (peakHeap-baseHeap)/float64(max(pendingAtPeak, 1)))
-	if pendingAtPeak < hordeSize {
+	// Counted just after the sampling loop ends, which is when the first
+	// deadlines fire: the earliest connections may already be closing.
+	if pendingAtPeak < hordeSize*99/100 {
 		t.Errorf("only %d of %d connections were pending together at the peak", pendingAtPeak, hordeSize)
 	}
 	if perConn > maxBytesPerConn {
