@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -228,5 +227,3 @@ func statusLabel(code int) string {
 }
 
 var statusText3 = map[int]string{400: "400", 401: "401", 403: "403", 404: "404", 429: "429", 431: "431", 503: "503"}
-
-var _ = time.Second
