@@ -30,22 +30,26 @@ func MaxHeaderLen(payloadLen int) int {
 func AppendFrame(dst []byte, op ws.OpCode, fin bool, payload []byte) []byte {
 	n := len(payload)
 	dst = slices.Grow(dst, MaxHeaderLen(n)+n)
+	return append(appendHeader(dst, op, fin, n), payload...)
+}
 
+// appendHeader appends an unmasked frame header for a payload of n bytes,
+// with the shortest length encoding.
+func appendHeader(dst []byte, op ws.OpCode, fin bool, n int) []byte {
 	b0 := byte(op) & 0x0f
 	if fin {
 		b0 |= 0x80
 	}
 	switch {
 	case n <= 125:
-		dst = append(dst, b0, byte(n))
+		return append(dst, b0, byte(n))
 	case n <= 0xffff:
 		dst = append(dst, b0, 126)
-		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+		return binary.BigEndian.AppendUint16(dst, uint16(n))
 	default:
 		dst = append(dst, b0, 127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+		return binary.BigEndian.AppendUint64(dst, uint64(n))
 	}
-	return append(dst, payload...)
 }
 
 // AppendText appends a whole text message in one frame.
@@ -99,4 +103,20 @@ func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
 	dst = append(dst, 0x80|byte(ws.OpClose), byte(n))
 	dst = binary.BigEndian.AppendUint16(dst, uint16(code))
 	return append(dst, reason...)
+}
+
+// MaxHeaderSize is the longest server frame header: 2 bytes, plus 8 of
+// extended length (servers never mask).
+const MaxHeaderSize = 10
+
+// TextInPlace makes buf, whose payload starts at buf[reserved:], one text
+// frame by writing the header just before the payload, and returns the frame
+// (a suffix of buf). reserved must be at least MaxHeaderLen of the payload;
+// MaxHeaderSize always is. It lets a reply be built after a reserved gap and
+// sent without a copy.
+func TextInPlace(buf []byte, reserved int) []byte {
+	n := len(buf) - reserved
+	start := reserved - MaxHeaderLen(n)
+	appendHeader(buf[start:start:reserved], ws.OpText, true, n)
+	return buf[start:]
 }

@@ -205,3 +205,20 @@ func TestZeroAllocs(t *testing.T) {
 		)
 	}
 }
+
+func TestTextInPlace(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 1000, 65535, 65536, 70000} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(i)
+		}
+		buf := append(make([]byte, MaxHeaderSize), payload...)
+		got := TextInPlace(buf, MaxHeaderSize)
+		if want := AppendText(nil, payload); string(got) != string(want) {
+			t.Fatalf("payload %d: header % x, want % x", n, got[:min(len(got), 10)], want[:min(len(want), 10)])
+		}
+		if &got[len(got)-1] != &buf[len(buf)-1] {
+			t.Fatalf("payload %d: not framed in place", n)
+		}
+	}
+}

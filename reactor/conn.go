@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -173,9 +172,6 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	if c.sess.State != session.Open {
 		return gnet.None
 	}
-	if !utf8.Valid(msg) { // frame checks this; kept as a cheap guard for other readers
-		return c.fail(ws.StatusInvalidFramePayloadData, "Invalid UTF-8")
-	}
 	c.sess.MsgsIn++
 	if l := s.lim.perConn; l.Enabled() && !c.sess.Rate.Allow(now, l.N, int64(l.Window)) {
 		s.m.RateLimit.WithLabelValues("connection", "deny").Inc()
@@ -218,13 +214,12 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	}
 	if in, ok := c.up.(upstream.Inline); ok {
 		b := getBuf(4096)
-		// Reserve room for the frame header, then frame the reply in place.
-		const hdr = 10
-		reply, handled := in.HandleInline((*b)[:hdr], msg)
+		// Leave room for the frame header, then frame the reply in place.
+		reply, handled := in.HandleInline((*b)[:frame.MaxHeaderSize], msg)
 		if handled {
 			act := gnet.None
-			if n := len(reply) - hdr; n > 0 {
-				act = c.write(frameInPlace(reply, hdr))
+			if len(reply) > frame.MaxHeaderSize {
+				act = c.write(frame.TextInPlace(reply, frame.MaxHeaderSize))
 				c.sess.MsgsOut.Add(1)
 				s.m.MessagesOut.Inc()
 			}
@@ -293,6 +288,15 @@ func (c *conn) write(b []byte) gnet.Action {
 		return c.failSlow()
 	}
 	return gnet.None
+}
+
+// checkBacklog cuts a slow reader from an AsyncWrite callback (on the loop),
+// where no gnet.Action can be returned.
+func (c *conn) checkBacklog() {
+	if c.sess.State != session.Closing && c.backlog() > c.srv.lim.writeCap {
+		c.failSlow()
+		_ = c.gc.EventLoop().Close(c.gc)
+	}
 }
 
 func (c *conn) failSlow() gnet.Action {
@@ -415,10 +419,8 @@ func (ob *outBuf) written(gc gnet.Conn, err error) error {
 	c := ob.c
 	c.sess.OutPending.Add(-ob.n)
 	ob.release()
-	if err == nil && c.sess.State != session.Closing &&
-		int64(gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
-		c.failSlow()
-		_ = gc.EventLoop().Close(gc)
+	if err == nil {
+		c.checkBacklog()
 	}
 	return nil
 }
@@ -429,28 +431,6 @@ func (ob *outBuf) release() {
 		ob.b = make([]byte, 0, 1024) // don't park rare huge replies in the pool
 	}
 	outPool.Put(ob)
-}
-
-// frameInPlace turns buf, whose payload starts at buf[reserved:], into one
-// server text frame by writing the header just before the payload.
-func frameInPlace(buf []byte, reserved int) []byte {
-	n := len(buf) - reserved
-	h := frame.MaxHeaderLen(n)
-	start := reserved - h
-	buf[start] = 0x80 | byte(ws.OpText) // FIN, text; servers never mask
-	switch h {
-	case 2:
-		buf[start+1] = byte(n)
-	case 4:
-		buf[start+1] = 126
-		buf[start+2], buf[start+3] = byte(n>>8), byte(n)
-	default:
-		buf[start+1] = 127
-		for i := 0; i < 8; i++ {
-			buf[start+2+i] = byte(uint64(n) >> (56 - 8*i))
-		}
-	}
-	return buf[start:]
 }
 
 // codeDraining answers requests that arrive while the gateway drains

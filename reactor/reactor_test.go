@@ -17,7 +17,6 @@ import (
 
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/config"
-	"github.com/mcpgate/gateway/frame"
 	gwmetrics "github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/session"
 	"github.com/mcpgate/gateway/upstream/builtin"
@@ -234,19 +233,4 @@ func FuzzUpgrade(f *testing.F) {
 			t.Fatalf("accepted with route %d", hs.route)
 		}
 	})
-}
-
-func TestFrameInPlace(t *testing.T) {
-	for _, n := range []int{0, 1, 125, 126, 1000, 65535, 65536, 70000} {
-		payload := make([]byte, n)
-		for i := range payload {
-			payload[i] = byte(i)
-		}
-		buf := append(make([]byte, 10), payload...)
-		got := frameInPlace(buf, 10)
-		want := frame.AppendText(nil, payload)
-		if string(got) != string(want) {
-			t.Fatalf("payload %d: header % x, want % x", n, got[:min(len(got), 10)], want[:min(len(want), 10)])
-		}
-	}
 }

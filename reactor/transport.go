@@ -6,7 +6,6 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
-	"github.com/mcpgate/gateway/session"
 	"github.com/mcpgate/gateway/tlsconn"
 )
 
@@ -62,11 +61,10 @@ func (c *conn) backlog() int64 {
 func (c *conn) tlsOut(b []byte) {
 	n := int64(len(b))
 	c.sess.OutPending.Add(n)
-	err := c.gc.AsyncWrite(b, func(gc gnet.Conn, err error) error {
+	err := c.gc.AsyncWrite(b, func(_ gnet.Conn, err error) error {
 		c.sess.OutPending.Add(-n)
-		if err == nil && c.sess.State != session.Closing && int64(gc.OutboundBuffered())+c.sess.OutPending.Load() > c.srv.lim.writeCap {
-			c.failSlow()
-			_ = gc.EventLoop().Close(gc)
+		if err == nil {
+			c.checkBacklog()
 		}
 		return nil
 	})

@@ -1,7 +1,6 @@
 package httpup
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,62 +8,34 @@ import (
 	"testing"
 
 	"github.com/mcpgate/gateway/metrics"
-	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool/pooltest"
 )
 
 // Tests against the reference server @modelcontextprotocol/server-everything
 // (test/peers), run over Streamable HTTP.
 
-const initMsg = `{"jsonrpc":"2.0","id":"init-1","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}`
-
-func initialize(t *testing.T, s upstream.Session, sink *pooltest.Sink) {
-	t.Helper()
-	send(t, s, initMsg)
-	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"init-1"`))
-	if d.Error != nil || !strings.Contains(string(d.Result), `"protocolVersion"`) {
-		t.Fatalf("initialize: %s", d.Result)
-	}
-	send(t, s, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-}
-
-func echoText(t *testing.T, msg []byte) string {
-	t.Helper()
-	var r struct {
-		Content []struct{ Text string } `json:"content"`
-	}
-	d := pooltest.Decode(t, msg)
-	if d.Error != nil {
-		t.Fatalf("error reply: %s", msg)
-	}
-	if err := json.Unmarshal(d.Result, &r); err != nil || len(r.Content) == 0 {
-		t.Fatalf("no content in %s", msg)
-	}
-	return r.Content[0].Text
-}
-
 func TestEverythingSession(t *testing.T) {
 	ev := startEverything(t)
 	m := metrics.New()
 	u := newUp(t, []string{ev.url}, 0, m)
-	s, sink := open(t, u)
-	initialize(t, s, sink)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Initialize(t, s, sink, wait)
 
-	send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
 	list := pooltest.Decode(t, sink.WaitReply(t, wait, `1.50`))
 	if !strings.Contains(string(list.Result), `"echo"`) {
 		t.Fatalf("tools/list: %s", list.Result)
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
-	if got := echoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
+	if got := pooltest.EchoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
 		t.Fatalf("echo: %q", got)
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"r"`)); d.Error != nil || !strings.Contains(string(d.Result), `"contents"`) {
 		t.Fatalf("resources/read: %+v %s", d.Error, d.Result)
 	}
 
-	send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
 	sink.WaitReply(t, wait, `7`)
 	progress := 0
 	for _, m := range sink.Messages() {
@@ -100,13 +71,13 @@ func TestEverythingSessionsDoNotCross(t *testing.T) {
 	var wg sync.WaitGroup
 	sinks := make([]*pooltest.Sink, 2)
 	for i := range sinks {
-		s, sink := open(t, u)
+		s, sink := pooltest.Open(t, u)
 		sinks[i] = sink
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			initialize(t, s, sink)
-			send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":4},"_meta":{"progressToken":"tok-%d"}}}`, i))
+			pooltest.Initialize(t, s, sink, wait)
+			pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":4},"_meta":{"progressToken":"tok-%d"}}}`, i))
 			sink.WaitReply(t, wait, `1`)
 		}()
 	}
@@ -137,17 +108,17 @@ func TestEverythingRequestMode(t *testing.T) {
 	sinks := make([]*pooltest.Sink, n)
 	var wg sync.WaitGroup
 	for i := range sinks {
-		s, sink := open(t, u)
+		s, sink := pooltest.Open(t, u)
 		sinks[i] = sink
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":"q-%d","method":"tools/call","params":{"name":"echo","arguments":{"message":"m%d"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, i, i))
+			pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":"q-%d","method":"tools/call","params":{"name":"echo","arguments":{"message":"m%d"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, i, i))
 		}()
 	}
 	wg.Wait()
 	for i, sink := range sinks {
-		if got := echoText(t, sink.WaitReply(t, wait, fmt.Sprintf(`"q-%d"`, i))); got != fmt.Sprintf("Echo: m%d", i) {
+		if got := pooltest.EchoText(t, sink.WaitReply(t, wait, fmt.Sprintf(`"q-%d"`, i))); got != fmt.Sprintf("Echo: m%d", i) {
 			t.Fatalf("conn %d: %q", i, got)
 		}
 	}
@@ -161,9 +132,9 @@ func TestEverythingRequestMode(t *testing.T) {
 func TestEverythingServerKilled(t *testing.T) {
 	ev := startEverything(t)
 	u := newUp(t, []string{ev.url}, 0, nil)
-	s, sink := open(t, u)
-	initialize(t, s, sink)
-	send(t, s, `{"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":30,"steps":30},"_meta":{"progressToken":1}}}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Initialize(t, s, sink, wait)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":30,"steps":30},"_meta":{"progressToken":1}}}`)
 	sink.WaitFor(t, wait, "first progress", func(m []byte) bool { return pooltest.IsMethod(m, "notifications/progress") })
 	_ = syscall.Kill(-ev.cmd.Process.Pid, syscall.SIGKILL)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"long"`)); d.Error == nil || d.Error.Code != -32603 {

@@ -38,8 +38,8 @@ func TestURLDown(t *testing.T) {
 	m := metrics.New()
 	u := newUp(t, []string{deadURL(t), f.URL()}, 0, m)
 	for i := 0; i < 3; i++ {
-		s, sink := open(t, u)
-		send(t, s, fakeInit)
+		s, sink := pooltest.Open(t, u)
+		pooltest.Send(t, s, fakeInit)
 		if d := pooltest.Decode(t, sink.WaitReply(t, wait, `0`)); d.Error != nil {
 			t.Fatalf("session %d: %+v", i, d.Error)
 		}
@@ -52,8 +52,8 @@ func TestURLDown(t *testing.T) {
 	}
 
 	all := newUp(t, []string{deadURL(t), deadURL(t)}, 0, nil)
-	s, sink := open(t, all)
-	send(t, s, fakeInit)
+	s, sink := pooltest.Open(t, all)
+	pooltest.Send(t, s, fakeInit)
 	d := pooltest.Decode(t, sink.WaitReply(t, wait, `0`))
 	if d.Error == nil || d.Error.Code != -32603 || d.Error.Message != "Upstream unavailable" {
 		t.Fatalf("want -32603 Upstream unavailable, got %+v", d)
@@ -62,8 +62,8 @@ func TestURLDown(t *testing.T) {
 		t.Fatalf("Fail(%d)", code)
 	}
 	// Stateless requests get the same answer, and the connection stays.
-	r, rsink := open(t, all)
-	send(t, r, `{"jsonrpc":"2.0","id":"x","method":"echo"}`)
+	r, rsink := pooltest.Open(t, all)
+	pooltest.Send(t, r, `{"jsonrpc":"2.0","id":"x","method":"echo"}`)
 	if d := pooltest.Decode(t, rsink.WaitReply(t, wait, `"x"`)); d.Error == nil || d.Error.Code != -32603 {
 		t.Fatalf("%+v", d)
 	}
@@ -78,17 +78,17 @@ func TestURLDown(t *testing.T) {
 func TestSessionWire(t *testing.T) {
 	f := newFakeServer(t, false)
 	u := newUp(t, []string{f.URL()}, 0, nil)
-	s, sink := open(t, u)
-	send(t, s, fakeInit)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, fakeInit)
 	sink.WaitReply(t, wait, `0`)
-	send(t, s, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	send(t, s, `{"jsonrpc":"2.0","id":"s","method":"sse","params":{"_meta":{"progressToken":-0.5}}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"s","method":"sse","params":{"_meta":{"progressToken":-0.5}}}`)
 	sink.WaitReply(t, wait, `"s"`)
 	note := sink.WaitFor(t, wait, "progress", func(m []byte) bool { return pooltest.IsMethod(m, "notifications/progress") })
 	if !strings.Contains(string(note), `"progressToken":-0.5`) {
 		t.Fatalf("token not restored: %s", note)
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"e","method":"echo","params":{"message":"v"}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"e","method":"echo","params":{"message":"v"}}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"e"`)); !strings.Contains(string(d.Result), `"version":"2025-06-18"`) {
 		t.Fatalf("negotiated version not sent: %s", d.Result)
 	}
@@ -107,15 +107,15 @@ func TestSessionWire(t *testing.T) {
 func TestSessionsKeepTheirIDs(t *testing.T) {
 	f := newFakeServer(t, false)
 	u := newUp(t, []string{f.URL()}, 0, nil)
-	a, sinkA := open(t, u)
-	send(t, a, fakeInit)
+	a, sinkA := pooltest.Open(t, u)
+	pooltest.Send(t, a, fakeInit)
 	sinkA.WaitReply(t, wait, `0`)
-	b, sinkB := open(t, u)
-	send(t, b, fakeInit)
+	b, sinkB := pooltest.Open(t, u)
+	pooltest.Send(t, b, fakeInit)
 	sinkB.WaitReply(t, wait, `0`)
-	send(t, a, `{"jsonrpc":"2.0","id":1,"method":"echo"}`)
+	pooltest.Send(t, a, `{"jsonrpc":"2.0","id":1,"method":"echo"}`)
 	sinkA.WaitReply(t, wait, `1`)
-	send(t, b, `{"jsonrpc":"2.0","id":1,"method":"echo"}`)
+	pooltest.Send(t, b, `{"jsonrpc":"2.0","id":1,"method":"echo"}`)
 	sinkB.WaitReply(t, wait, `1`)
 	_, sids, _ := f.record()
 	if want := []string{"", "", "sess-1", "sess-2"}; !slices.Equal(sids, want) {
@@ -128,11 +128,11 @@ func TestSessionsKeepTheirIDs(t *testing.T) {
 func TestSessionExpired(t *testing.T) {
 	f := newFakeServer(t, false)
 	u := newUp(t, []string{f.URL()}, 0, nil)
-	s, sink := open(t, u)
-	send(t, s, fakeInit)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, fakeInit)
 	sink.WaitReply(t, wait, `0`)
 	f.expire("sess-1")
-	send(t, s, `{"jsonrpc":"2.0","id":"after","method":"echo"}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"after","method":"echo"}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"after"`)); d.Error == nil || d.Error.Code != -32603 {
 		t.Fatalf("%+v", d)
 	}
@@ -148,8 +148,8 @@ func TestRequestTimeout(t *testing.T) {
 	f := newFakeServer(t, true)
 	m := metrics.New()
 	u := newUp(t, []string{f.URL()}, 300*time.Millisecond, m)
-	s, sink := open(t, u)
-	send(t, s, `{"jsonrpc":"2.0","id":"slow","method":"sleep","params":{"ms":800}}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"slow","method":"sleep","params":{"ms":800}}`)
 	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"slow"`))
 	if d.Error == nil || d.Error.Code != -32603 || d.Error.Message != "Upstream request timed out" {
 		t.Fatalf("%+v", d)
@@ -172,20 +172,20 @@ func TestRequestTimeout(t *testing.T) {
 func TestRequestModeStateless(t *testing.T) {
 	f := newFakeServer(t, true)
 	u := newUp(t, []string{f.URL()}, 0, nil)
-	s, sink := open(t, u)
-	send(t, s, `{"jsonrpc":"2.0","id":1e2,"method":"echo","params":{"message":"a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":1e2,"method":"echo","params":{"message":"a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `1e2`)); !strings.Contains(string(d.Result), `"version":"2026-07-28"`) {
 		t.Fatalf("%s", d.Result)
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"nf","method":"nope"}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"nf","method":"nope"}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"nf"`)); d.Error == nil || d.Error.Code != -32601 {
 		t.Fatalf("%+v", d)
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"500","method":"fail"}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"500","method":"fail"}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"500"`)); d.Error == nil || d.Error.Message != "Upstream HTTP 500" {
 		t.Fatalf("%+v", d)
 	}
-	send(t, s, `[{"jsonrpc":"2.0","id":"b1","method":"echo"},{"jsonrpc":"2.0","id":"b2","method":"sse"}]`)
+	pooltest.Send(t, s, `[{"jsonrpc":"2.0","id":"b1","method":"echo"},{"jsonrpc":"2.0","id":"b2","method":"sse"}]`)
 	batch := sink.WaitFor(t, wait, "batch", func(m []byte) bool { return m[0] == '[' })
 	if !strings.Contains(string(batch), `"id":"b1"`) || !strings.Contains(string(batch), `"id":"b2"`) {
 		t.Fatalf("batch reply %s", batch)

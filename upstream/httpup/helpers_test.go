@@ -18,7 +18,6 @@ import (
 
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/metrics"
-	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool/pooltest"
 )
 
@@ -33,26 +32,6 @@ func newUp(t *testing.T, urls []string, timeout time.Duration, m *metrics.Metric
 	}
 	t.Cleanup(func() { u.Close() })
 	return u
-}
-
-func send(t testing.TB, s upstream.Session, msg string) {
-	t.Helper()
-	buf := upstream.GetBuffer(len(msg))
-	copy(buf, msg)
-	if err := s.Send(buf); err != nil {
-		t.Fatalf("Send(%s): %v", msg, err)
-	}
-}
-
-func open(t testing.TB, u upstream.Upstream) (upstream.Session, *pooltest.Sink) {
-	t.Helper()
-	sink := pooltest.NewSink()
-	s, err := u.Open(sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s, sink
 }
 
 // syncBuffer collects a child's output.

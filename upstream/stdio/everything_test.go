@@ -1,7 +1,6 @@
 package stdio
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -31,78 +30,31 @@ func newEverything(t *testing.T, minIdle, maxN int) *Upstream {
 	return u
 }
 
-func send(t testing.TB, s upstream.Session, msg string) {
-	t.Helper()
-	buf := upstream.GetBuffer(len(msg))
-	copy(buf, msg)
-	if err := s.Send(buf); err != nil {
-		t.Fatalf("Send(%s): %v", msg, err)
-	}
-}
-
-func open(t testing.TB, u upstream.Upstream) (upstream.Session, *pooltest.Sink) {
-	t.Helper()
-	sink := pooltest.NewSink()
-	s, err := u.Open(sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s, sink
-}
-
-const initMsg = `{"jsonrpc":"2.0","id":"init-1","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}`
-
-func initialize(t *testing.T, s upstream.Session, sink *pooltest.Sink) {
-	t.Helper()
-	send(t, s, initMsg)
-	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"init-1"`))
-	if d.Error != nil || !strings.Contains(string(d.Result), `"protocolVersion"`) {
-		t.Fatalf("initialize: %s", d.Result)
-	}
-	send(t, s, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-}
-
-func echoText(t *testing.T, msg []byte) string {
-	t.Helper()
-	var r struct {
-		Content []struct{ Text string } `json:"content"`
-	}
-	d := pooltest.Decode(t, msg)
-	if d.Error != nil {
-		t.Fatalf("error reply: %s", msg)
-	}
-	if err := json.Unmarshal(d.Result, &r); err != nil || len(r.Content) == 0 {
-		t.Fatalf("no content in %s", msg)
-	}
-	return r.Content[0].Text
-}
-
 func TestEverythingSession(t *testing.T) {
 	u := newEverything(t, 1, 4)
-	s, sink := open(t, u)
-	initialize(t, s, sink)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Initialize(t, s, sink, wait)
 
 	// An id the server itself would not take (it wants integers) comes
 	// back byte for byte: the worker only ever sees gateway ids.
-	send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
 	list := pooltest.Decode(t, sink.WaitReply(t, wait, `1.50`))
 	for _, tool := range []string{`"echo"`, `"trigger-long-running-operation"`} {
 		if !strings.Contains(string(list.Result), tool) {
 			t.Fatalf("tools/list lacks %s", tool)
 		}
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
-	if got := echoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
+	if got := pooltest.EchoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
 		t.Fatalf("echo: %q", got)
 	}
 
-	send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"r"`)); d.Error != nil || !strings.Contains(string(d.Result), `"contents"`) {
 		t.Fatalf("resources/read: %+v %s", d.Error, d.Result)
 	}
 
-	send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
 	sink.WaitReply(t, wait, `7`)
 	progress := 0
 	for _, m := range sink.Messages() {
@@ -126,14 +78,14 @@ func TestEverythingSessionsDoNotCross(t *testing.T) {
 	var wg sync.WaitGroup
 	sinks := make([]*pooltest.Sink, 2)
 	for i := range sinks {
-		s, sink := open(t, u)
+		s, sink := pooltest.Open(t, u)
 		sinks[i] = sink
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			initialize(t, s, sink)
+			pooltest.Initialize(t, s, sink, wait)
 			// The same request id on both: routing must not go by id.
-			send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":4},"_meta":{"progressToken":"tok-%d"}}}`, i))
+			pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":4},"_meta":{"progressToken":"tok-%d"}}}`, i))
 			sink.WaitReply(t, wait, `1`)
 		}()
 	}
@@ -169,7 +121,7 @@ func TestEverythingRequestModeSharedPool(t *testing.T) {
 	}
 	conns := make([]conn, n)
 	for i := range conns {
-		s, sink := open(t, u)
+		s, sink := pooltest.Open(t, u)
 		id := fmt.Sprintf(`"req-%d"`, i)
 		switch i % 3 {
 		case 1:
@@ -184,12 +136,12 @@ func TestEverythingRequestModeSharedPool(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			send(t, c.s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m%d"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, c.id, i))
+			pooltest.Send(t, c.s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m%d"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, c.id, i))
 		}()
 	}
 	wg.Wait()
 	for i, c := range conns {
-		if got := echoText(t, c.sink.WaitReply(t, wait, c.id)); got != fmt.Sprintf("Echo: m%d", i) {
+		if got := pooltest.EchoText(t, c.sink.WaitReply(t, wait, c.id)); got != fmt.Sprintf("Echo: m%d", i) {
 			t.Fatalf("conn %d got %q", i, got)
 		}
 		if msgs := c.sink.Messages(); len(msgs) != 1 {
@@ -207,9 +159,9 @@ func TestEverythingRequestModeProgress(t *testing.T) {
 	u := newEverything(t, 0, 1)
 	sinks := make([]*pooltest.Sink, 2)
 	for i := range sinks {
-		s, sink := open(t, u)
+		s, sink := pooltest.Open(t, u)
 		sinks[i] = sink
-		send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":%d},"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, 2+i))
+		pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":%d},"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, 2+i))
 	}
 	for i, sink := range sinks {
 		sink.WaitReply(t, wait, `"x"`)
@@ -233,9 +185,9 @@ func TestEverythingRequestModeProgress(t *testing.T) {
 // pool replaces the child.
 func TestEverythingWorkerKilled(t *testing.T) {
 	u := newEverything(t, 1, 2)
-	s, sink := open(t, u)
-	initialize(t, s, sink)
-	send(t, s, `{"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":30,"steps":30},"_meta":{"progressToken":1}}}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Initialize(t, s, sink, wait)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":30,"steps":30},"_meta":{"progressToken":1}}}`)
 	sink.WaitFor(t, wait, "first progress", func(m []byte) bool { return pooltest.IsMethod(m, "notifications/progress") })
 	killPID(t, s.(*session).child.PID())
 	reply := pooltest.Decode(t, sink.WaitReply(t, wait, `"long"`))

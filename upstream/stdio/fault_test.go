@@ -95,10 +95,10 @@ func TestRequestModeWorkerKilled(t *testing.T) {
 		defer u.mu.Unlock()
 		return len(u.idle) == 2 && u.idle[0].PID() != 0 && u.idle[1].PID() != 0
 	})
-	a, sinkA := open(t, u)
-	b, sinkB := open(t, u)
-	send(t, a, `{"jsonrpc":"2.0","id":"a1","method":"sleep","params":{"ms":60000}}`)
-	send(t, b, `{"jsonrpc":"2.0","id":"b1","method":"sleep","params":{"ms":500}}`)
+	a, sinkA := pooltest.Open(t, u)
+	b, sinkB := pooltest.Open(t, u)
+	pooltest.Send(t, a, `{"jsonrpc":"2.0","id":"a1","method":"sleep","params":{"ms":60000}}`)
+	pooltest.Send(t, b, `{"jsonrpc":"2.0","id":"b1","method":"sleep","params":{"ms":500}}`)
 	pidA, pidB := workerOf(t, a), workerOf(t, b)
 	if pidA == pidB {
 		t.Fatal("least-loaded dispatch put both requests on one child")
@@ -110,7 +110,7 @@ func TestRequestModeWorkerKilled(t *testing.T) {
 	if d := pooltest.Decode(t, sinkB.WaitReply(t, wait, `"b1"`)); d.Error != nil {
 		t.Fatalf("b1 was not on the dead child but failed: %+v", d.Error)
 	}
-	send(t, a, `{"jsonrpc":"2.0","id":"a2","method":"echo","params":{"message":"still here"}}`)
+	pooltest.Send(t, a, `{"jsonrpc":"2.0","id":"a2","method":"echo","params":{"message":"still here"}}`)
 	if d := pooltest.Decode(t, sinkA.WaitReply(t, wait, `"a2"`)); d.Error != nil {
 		t.Fatalf("a2: %+v", d.Error)
 	}
@@ -123,33 +123,33 @@ func TestRequestModeWorkerKilled(t *testing.T) {
 
 func TestPoolExhausted(t *testing.T) {
 	u := newFake(t, 0, 1, 0, nil, nil)
-	a, sinkA := open(t, u)
-	send(t, a, fakeInit)
+	a, sinkA := pooltest.Open(t, u)
+	pooltest.Send(t, a, fakeInit)
 	sinkA.WaitReply(t, wait, `0`)
-	b, sinkB := open(t, u)
-	send(t, b, fakeInit)
+	b, sinkB := pooltest.Open(t, u)
+	pooltest.Send(t, b, fakeInit)
 	if code, reason := sinkB.WaitFail(t, wait); code != 1013 || reason != "No worker available" {
 		t.Fatalf("Fail(%d, %q)", code, reason)
 	}
 	// A stateless connection finds no child either: the session holds it.
-	c, sinkC := open(t, u)
-	send(t, c, `{"jsonrpc":"2.0","id":1,"method":"echo","params":{"message":"x"}}`)
+	c, sinkC := pooltest.Open(t, u)
+	pooltest.Send(t, c, `{"jsonrpc":"2.0","id":1,"method":"echo","params":{"message":"x"}}`)
 	if code, _ := sinkC.WaitFail(t, wait); code != 1013 {
 		t.Fatalf("Fail(%d)", code)
 	}
 	// Once the session leaves, its slot serves others again.
 	a.Close()
 	waitFor(t, "the session's child gone", func() bool { return u.Stats().Total == 0 })
-	d, sinkD := open(t, u)
-	send(t, d, fakeInit)
+	d, sinkD := pooltest.Open(t, u)
+	pooltest.Send(t, d, fakeInit)
 	sinkD.WaitReply(t, wait, `0`)
 }
 
 func TestRequestTimeout(t *testing.T) {
 	m := metrics.New()
 	u := newFake(t, 0, 1, 300*time.Millisecond, m, nil)
-	s, sink := open(t, u)
-	send(t, s, `{"jsonrpc":"2.0","id":"slow","method":"sleep","params":{"ms":700}}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"slow","method":"sleep","params":{"ms":700}}`)
 	start := time.Now()
 	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"slow"`))
 	if d.Error == nil || d.Error.Code != -32603 || d.Error.Message != "Upstream request timed out" {
@@ -160,7 +160,7 @@ func TestRequestTimeout(t *testing.T) {
 	}
 	// The late reply (at 700 ms) is dropped; the child serves on.
 	time.Sleep(600 * time.Millisecond)
-	send(t, s, `{"jsonrpc":"2.0","id":"next","method":"echo","params":{"message":"y"}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"next","method":"echo","params":{"message":"y"}}`)
 	sink.WaitReply(t, wait, `"next"`)
 	if msgs := sink.Messages(); len(msgs) != 2 {
 		t.Fatalf("want 2 messages (timeout, next), got:\n%s", pooltest.Dump(msgs))
@@ -196,9 +196,9 @@ func counter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
 func TestSessionCloseKillsGroup(t *testing.T) {
 	m := metrics.New()
 	u := newFake(t, 1, 2, 0, m, nil)
-	s, sink := open(t, u)
-	send(t, s, fakeInit)
-	send(t, s, `{"jsonrpc":"2.0","id":"g","method":"grandchild"}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, fakeInit)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"g","method":"grandchild"}`)
 	var r struct{ PID int }
 	if err := json.Unmarshal(pooltest.Decode(t, sink.WaitReply(t, wait, `"g"`)).Result, &r); err != nil {
 		t.Fatal(err)
@@ -229,20 +229,20 @@ func TestSessionCloseKillsGroup(t *testing.T) {
 // refusal instead.
 func TestServerToClientRequests(t *testing.T) {
 	u := newFake(t, 0, 2, 0, nil, nil)
-	s, sink := open(t, u)
-	send(t, s, fakeInit)
-	send(t, s, `{"jsonrpc":"2.0","id":5,"method":"ask"}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, fakeInit)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":5,"method":"ask"}`)
 	req := sink.WaitFor(t, wait, "server request", func(m []byte) bool { return pooltest.IsMethod(m, "sampling/createMessage") })
 	if pooltest.RawID(req) != `"srv-1"` {
 		t.Fatalf("server request id rewritten: %s", req)
 	}
-	send(t, s, `{"jsonrpc":"2.0","id":"srv-1","result":{"model":"m"}}`)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"srv-1","result":{"model":"m"}}`)
 	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `5`)); !strings.Contains(string(d.Result), `"model":"m"`) {
 		t.Fatalf("answer did not reach the child: %s", d.Result)
 	}
 
-	r, rsink := open(t, u)
-	send(t, r, `{"jsonrpc":"2.0","id":6,"method":"ask"}`)
+	r, rsink := pooltest.Open(t, u)
+	pooltest.Send(t, r, `{"jsonrpc":"2.0","id":6,"method":"ask"}`)
 	if d := pooltest.Decode(t, rsink.WaitReply(t, wait, `6`)); !strings.Contains(string(d.Result), `-32601`) {
 		t.Fatalf("want the child to get a refusal, got %s", d.Result)
 	}
@@ -250,8 +250,8 @@ func TestServerToClientRequests(t *testing.T) {
 
 func TestBatch(t *testing.T) {
 	u := newFake(t, 0, 1, 0, nil, nil)
-	s, sink := open(t, u)
-	send(t, s, `[{"jsonrpc":"2.0","id":"b1","method":"echo","params":{"message":"one"}},
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, `[{"jsonrpc":"2.0","id":"b1","method":"echo","params":{"message":"one"}},
 		{"jsonrpc":"2.0","method":"notifications/x"},
 		{"jsonrpc":"2.0","id":2e0,"method":"sleep","params":{"ms":50}},
 		{"jsonrpc":"2.0","id":3}]`)
@@ -272,8 +272,8 @@ func TestBatch(t *testing.T) {
 // A progress token the client sent as a number keeps its exact text.
 func TestProgressTokenRestored(t *testing.T) {
 	u := newFake(t, 0, 1, 0, nil, nil)
-	s, sink := open(t, u)
-	send(t, s, `{"jsonrpc":"2.0","id":"p","method":"progress","params":{"n":2,"_meta":{"progressToken":1.0e1}}}`)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"p","method":"progress","params":{"n":2,"_meta":{"progressToken":1.0e1}}}`)
 	sink.WaitReply(t, wait, `"p"`)
 	n := 0
 	for _, m := range sink.Messages() {
@@ -337,8 +337,8 @@ func TestSpawnFailureAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, sink := open(t, u)
-	send(t, s, fakeInit)
+	s, sink := pooltest.Open(t, u)
+	pooltest.Send(t, s, fakeInit)
 	if code, _ := sink.WaitFail(t, wait); code != 1011 {
 		t.Fatalf("Fail(%d)", code)
 	}

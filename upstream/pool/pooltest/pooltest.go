@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/upstream"
 )
 
 // Sink records what an upstream delivers to one connection.
@@ -219,4 +220,56 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Send hands msg to s through a pooled buffer, as the reactor does.
+func Send(t testing.TB, s upstream.Session, msg string) {
+	t.Helper()
+	buf := upstream.GetBuffer(len(msg))
+	copy(buf, msg)
+	if err := s.Send(buf); err != nil {
+		t.Fatalf("Send(%s): %v", msg, err)
+	}
+}
+
+// Open starts a session on u with a recording Sink; it is closed at cleanup.
+func Open(t testing.TB, u upstream.Upstream) (upstream.Session, *Sink) {
+	t.Helper()
+	sink := NewSink()
+	s, err := u.Open(sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, sink
+}
+
+// InitMsg is a session-mode initialize request with id "init-1".
+const InitMsg = `{"jsonrpc":"2.0","id":"init-1","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}`
+
+// Initialize runs the MCP initialize handshake on s.
+func Initialize(t *testing.T, s upstream.Session, sink *Sink, wait time.Duration) {
+	t.Helper()
+	Send(t, s, InitMsg)
+	d := Decode(t, sink.WaitReply(t, wait, `"init-1"`))
+	if d.Error != nil || !strings.Contains(string(d.Result), `"protocolVersion"`) {
+		t.Fatalf("initialize: %s", d.Result)
+	}
+	Send(t, s, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+}
+
+// EchoText is the text of the first content item of a tools/call result.
+func EchoText(t *testing.T, msg []byte) string {
+	t.Helper()
+	var r struct {
+		Content []struct{ Text string } `json:"content"`
+	}
+	d := Decode(t, msg)
+	if d.Error != nil {
+		t.Fatalf("error reply: %s", msg)
+	}
+	if err := json.Unmarshal(d.Result, &r); err != nil || len(r.Content) == 0 {
+		t.Fatalf("no content in %s", msg)
+	}
+	return r.Content[0].Text
 }
