@@ -24,8 +24,10 @@ const (
 type Conn struct {
 	raw rawConn
 	tc  *tls.Conn
-	srv *Server
-	st  atomic.Int32
+
+	rawBuf *[]byte // the pooled buffer lent to tc's rawInput (buffers.go); loop only
+	srv    *Server
+	st     atomic.Int32
 
 	// Guarded by raw.mu.
 	onHS     func(error) // nil once called
@@ -190,8 +192,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	default:
 		return 0, ErrWouldBlock // calling tls.Conn.Read now would block on handshakeMutex
 	}
+	c.lend()
 	n, err := c.tc.Read(p)
 	if err != nil && errors.Is(err, ErrWouldBlock) {
+		c.reclaim()
 		// Read can return data with a temporary error when it peeked at a
 		// partial alert after the record (conn.go, Read's close-notify check).
 		if n > 0 {

@@ -176,7 +176,7 @@ func TestIdleMemory(t *testing.T) {
 		name   string
 		cfg    *tls.Config
 		msg    []byte
-		budget bool // held to the 10 KiB budget
+		budget bool // held to the heap budget below
 	}{
 		{"TLS1.3 X25519MLKEM768 (Go default)", clientConfig(ca, tls.VersionTLS13, tls.VersionTLS13), small, true},
 		{"TLS1.3 X25519", func() *tls.Config {
@@ -185,11 +185,10 @@ func TestIdleMemory(t *testing.T) {
 			return c
 		}(), small, true},
 		{"TLS1.2", clientConfig(ca, tls.VersionTLS12, tls.VersionTLS12), small, true},
-		// crypto/tls keeps rawInput at its high-water mark: one full-size
-		// record from the client costs ~16 KiB for the life of the
-		// connection. Reported, not budgeted.
+		// crypto/tls would keep rawInput at its high-water mark (16 KiB
+		// after one full-size record); buffers.go hands it back.
 		{"TLS1.3 after one 64 KiB message", clientConfig(ca, tls.VersionTLS13, tls.VersionTLS13),
-			make([]byte, 64<<10), false},
+			make([]byte, 64<<10), true},
 	}
 	for _, tc := range cases {
 		// Warm up shared state (ticket keys, pools) outside the measurement.
@@ -224,8 +223,11 @@ func TestIdleMemory(t *testing.T) {
 		per := float64(h1-h0) / float64(n)
 		t.Logf("%-36s %d idle conns: %.0f B heap each (%.2f KiB), goroutines %+d",
 			tc.name, n, per, per/1024, g1-g0)
-		if tc.budget && per > 10*1024 {
-			t.Errorf("%s: %.0f B per idle connection, budget 10 KiB", tc.name, per)
+		// The product target is 10 KiB of RSS per TLS connection; RSS is
+		// about 1.5x the live heap (GC percent 50), so the heap budget is 6 KiB
+		// (measured: 3.2 KiB with buffers.go, 6.7 KiB without).
+		if tc.budget && per > 6*1024 {
+			t.Errorf("%s: %.0f B per idle connection, budget 6 KiB", tc.name, per)
 		}
 		for _, c := range conns {
 			c.Close()
@@ -293,5 +295,19 @@ func TestReadEmptyAfterIdle(t *testing.T) {
 	}
 	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("read: %v", err)
+	}
+	raw, hand, in := c.fields()
+	if raw.Cap() != 0 || hand.Cap() != 0 || in.Size() != 0 {
+		t.Fatalf("idle conn keeps crypto/tls buffers: rawInput %d B, hand %d B, input %d B", raw.Cap(), hand.Cap(), in.Size())
+	}
+}
+
+// TestBufferFieldsFound: the crypto/tls fields that buffers.go releases
+// still exist with the expected types. When a Go release renames them,
+// idle TLS connections silently keep ~3.5 KiB more each: this test is the
+// alarm.
+func TestBufferFieldsFound(t *testing.T) {
+	if !bufferFields.ok {
+		t.Fatal("crypto/tls.Conn has no rawInput/hand (bytes.Buffer) or input (bytes.Reader) field: update tlsconn/buffers.go")
 	}
 }
