@@ -59,9 +59,11 @@
 //
 // # Memory
 //
-// An idle established connection holds no goroutine and no timer; the
-// adapter's inbound buffer is returned to a pool as soon as crypto/tls has
-// consumed it. What remains is the tls.Conn and its internal buffers
-// (rawInput and the handshake buffer), which crypto/tls never shrinks: a
-// connection that once received a 16 KiB record keeps a buffer of that size.
+// An idle established connection holds no goroutine, no timer and no
+// buffer: the adapter's inbound buffer goes back to a pool as soon as
+// crypto/tls has consumed it, and so do crypto/tls's own input buffers
+// (rawInput, the handshake buffer), which it would otherwise keep at their
+// high-water mark for the connection's life (buffers.go explains how). What
+// remains is the tls.Conn itself and its two AEADs: about 3.2 KiB of heap
+// per connection (TestIdleMemory), 7.2 KiB of gateway RSS at 10,000.
 package tlsconn
