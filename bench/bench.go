@@ -188,10 +188,12 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 	prog.set(map[string]string{ModeConnect: "closing", ModeIdle: "holding", ModeCall: "calling"}[o.Mode], o.Duration)
 	// A short lead so that every worker has the start instant before it passes.
 	start := time.Now().Add(50 * time.Millisecond)
+	cpu0, cpuOK := processCPUSecs()
 	if err := each(runners, func(_ int, r runner) error { return r.run(ctx, start) }); err != nil {
 		return nil, err
 	}
 	runSecs := time.Since(start).Seconds()
+	cpu1, _ := processCPUSecs()
 	end, _ := sample()
 	prog.set("closing", 0)
 	parts := make([]*Partial, len(runners))
@@ -210,6 +212,17 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 		m.merge(p)
 	}
 	rep := buildReport(o, started, nw, &m)
+	if o.Mode == ModeCall && cpuOK {
+		// This process's CPU (its own engine, or the driving of the
+		// workers) plus what each worker measured over its call phase.
+		cpu := cpu1 - cpu0
+		for i, r := range runners {
+			if _, ok := r.(*remoteRunner); ok {
+				cpu += parts[i].CPUSecs
+			}
+		}
+		rep.Generator = generatorStats(cpu, runSecs, m.Completed, m.Engine)
+	}
 	if at := interruptedAt.Load(); at != 0 {
 		// Rates are over the part of the call phase that ran.
 		rep.Interrupted = true
@@ -296,10 +309,44 @@ func serverStats(src string, before, connected, end serverSample, m *Partial, ru
 	if m.Completed > 0 {
 		s.USPerCall = s.CPURunSecs * 1e6 / float64(m.Completed)
 	}
+	addCPUSplit(s, connected, end, m.Completed) // server.go
 	if runSecs > 0 {
 		s.CoresDuringRun = s.CPURunSecs / runSecs
 	}
 	return s
+}
+
+// GeneratorStats is the load generator's own CPU time during the call
+// phase: when it nears one core per process, the generator, not the
+// server, may be what limits the run (compare send_lag).
+type GeneratorStats struct {
+	CPUSecs   float64 `json:"cpu_secs"`
+	Cores     float64 `json:"cores"` // cpu_secs / call-phase wall seconds
+	USPerCall float64 `json:"us_per_call,omitempty"`
+	Engine    string  `json:"engine,omitempty"` // epoll or goroutine
+}
+
+func generatorStats(cpu, secs float64, completed int64, engine string) *GeneratorStats {
+	g := &GeneratorStats{CPUSecs: cpu, Engine: engine}
+	if secs > 0 {
+		g.Cores = cpu / secs
+	}
+	if completed > 0 {
+		g.USPerCall = cpu * 1e6 / float64(completed)
+	}
+	return g
+}
+
+// text is the report's table line.
+func (g *GeneratorStats) text() string {
+	s := fmt.Sprintf("generator: %.2f cores", g.Cores)
+	if g.USPerCall > 0 {
+		s += fmt.Sprintf(" (%.2f µs/call)", g.USPerCall)
+	}
+	if g.Engine != "" {
+		s += ", " + g.Engine + " engine"
+	}
+	return s + "\n"
 }
 
 // lockedWriter serialises writes from several goroutines.

@@ -34,6 +34,14 @@ type engine struct {
 	closing     atomic.Bool
 	readers     sync.WaitGroup
 	connectSecs float64
+	runCPU      float64 // this process's CPU seconds during run
+
+	// ev is the event-loop engine (evloop_linux.go) when it runs the call
+	// phase: plaintext targets on Linux. Otherwise (wss://, other systems,
+	// GATEWAY_BENCH_ENGINE=goroutine) each connection has a reader
+	// goroutine and the pacers call send.
+	useEv bool
+	ev    *evEngine
 
 	callHead, callTail []byte
 	closedLoop         bool
@@ -55,6 +63,7 @@ func newEngine(o *Options, t *target, first, n, total int, connectStart time.Tim
 		dead:       make([]atomic.Bool, n),
 		hists:      make(map[string]*recorder),
 		closedLoop: o.Rate == 0,
+		useEv:      useEvLoop(o, t),
 	}
 	for _, name := range histNames {
 		e.hists[name] = newRecorder(16)
@@ -63,6 +72,25 @@ func newEngine(o *Options, t *target, first, n, total int, connectStart time.Tim
 	e.callTail = []byte(`,"method":"tools/call","params":{"name":"` + o.Tool +
 		`","arguments":{"message":"` + strings.Repeat("x", o.MessageSize) + `"}}}`)
 	return e
+}
+
+// engineEnv forces an engine: "goroutine" (the portable one, for
+// comparison) or "epoll" (the default where it is supported). Workers
+// inherit it with the environment.
+const engineEnv = "GATEWAY_BENCH_ENGINE"
+
+// useEvLoop says whether the event-loop engine runs the call phase: it
+// takes raw sockets, so not for TLS, and exists on Linux only.
+func useEvLoop(o *Options, t *target) bool {
+	return evLoopSupported && o.Mode == ModeCall && t.url.Scheme == "ws" && os.Getenv(engineEnv) != "goroutine"
+}
+
+// engineName is reported with the generator's CPU figures.
+func (e *engine) engineName() string {
+	if e.ev != nil {
+		return "epoll"
+	}
+	return "goroutine"
 }
 
 func sinceUS(t time.Time) int64 { return int64(time.Since(t) / time.Microsecond) }
@@ -86,6 +114,16 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // connect opens every connection of this process: at most --dial-concurrency
 // at once and, with --ramp, each at its due time in the run-wide ramp.
 func (e *engine) connect(ctx context.Context) {
+	if e.useEv {
+		// The loops start now: each connection is handed over as soon as
+		// it is initialized, so that pings are answered and closes counted
+		// while the others connect and settle.
+		if ev, err := newEvEngine(e, min(e.o.Pacers, max(e.n, 1))); err == nil {
+			e.ev = ev
+		} else {
+			fmt.Fprintf(os.Stderr, "gateway bench: event loop unavailable (%v); using goroutines\n", err)
+		}
+	}
 	sem := make(chan struct{}, e.o.DialConcurrency)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -144,6 +182,15 @@ func (e *engine) open(ctx context.Context, i, g int) {
 		}
 		e.hists[hInit].record(g, sinceUS(t2))
 	}
+	if e.ev != nil {
+		if err := e.ev.adopt(i, c); err != nil {
+			e.errs.add(errKind("connect", err), 1)
+			c.nc.Close()
+			return
+		}
+		e.established.Add(1)
+		return
+	}
 	e.established.Add(1)
 	if e.o.Mode == ModeConnect {
 		c.closeGracefully(200 * time.Millisecond)
@@ -187,49 +234,61 @@ func (e *engine) readLoop(i int, c *wsConn) {
 // onMessage handles one text message received after initialize.
 func (e *engine) onMessage(i int, c *wsConn, p []byte) {
 	now := mono()
+	answered := e.account(c.idx, p, now, func(id int64) (int64, bool, int64) {
+		c.pmu.Lock()
+		defer c.pmu.Unlock()
+		at, ok := c.pending[id]
+		if ok {
+			delete(c.pending, id)
+		}
+		return at, ok, c.nextID
+	})
+	if ph := e.phase.Load(); answered && e.closedLoop && ph != nil && now < ph.end && !ph.stopped.Load() {
+		e.send(i, c, mono())
+	}
+}
+
+// account classifies one server message received at now by connection idx
+// and counts it. take removes call id from the connection's pending calls,
+// returning its due time, whether it was pending, and the highest id sent.
+// It reports whether the message answered a pending call (in closed loop the
+// connection then sends the next one). Both engines count through it.
+func (e *engine) account(idx int, p []byte, now int64, take func(id int64) (at int64, ok bool, next int64)) bool {
 	r, err := scanResponse(p)
 	if err != nil {
 		e.errs.add("call/bad response", 1)
-		return
+		return false
 	}
 	if r.hasMethod || !r.hasID {
 		e.notices.Add(1)
-		return
+		return false
 	}
 	if !r.idNumeric {
 		e.errs.add("call/mismatched id", 1)
-		return
+		return false
 	}
-	c.pmu.Lock()
-	at, ok := c.pending[r.id]
-	if ok {
-		delete(c.pending, r.id)
-	}
-	next := c.nextID
-	c.pmu.Unlock()
+	at, ok, next := take(r.id)
 	switch {
 	case !ok && r.id >= 1 && r.id <= next:
 		e.errs.add("call/late answer", 1) // already counted as a timeout
-		return
+		return false
 	case !ok:
 		e.errs.add("call/mismatched id", 1)
-		return
+		return false
 	case r.isError:
 		e.errs.add(fmt.Sprintf("call/rpc error %d", r.errCode), 1)
 	case !r.hasResult:
 		e.errs.add("call/bad response", 1)
 	default:
 		e.completed.Add(1)
-		e.hists[hCall].record(c.idx, (now-at)/1000)
+		e.hists[hCall].record(idx, (now-at)/1000)
 		if ph := e.phase.Load(); ph != nil {
 			if s := (now - ph.start) / 1e9; s >= 0 && s < int64(len(ph.perSec)) {
 				ph.perSec[s].Add(1)
 			}
 		}
 	}
-	if ph := e.phase.Load(); e.closedLoop && ph != nil && now < ph.end && !ph.stopped.Load() {
-		e.send(i, c, mono())
-	}
+	return true
 }
 
 // send issues one call due at `at` (mono ns).
@@ -267,32 +326,41 @@ func (e *engine) run(ctx context.Context, start time.Time) {
 		sleepUntil(ctx, end)
 		return
 	}
+	cpu0, _ := processCPUSecs()
+	defer func() {
+		cpu1, _ := processCPUSecs()
+		e.runCPU = cpu1 - cpu0
+	}()
 	ph := &callPhase{start: monoAt(start)}
 	ph.end = ph.start + int64(e.o.Duration)
 	ph.perSec = make([]atomic.Int64, int((e.o.Duration+time.Second-1)/time.Second))
 	e.phase.Store(ph)
-	var live []int
-	for i, c := range e.conns {
-		if c != nil && !e.dead[i].Load() {
-			live = append(live, i)
-		}
-	}
+	defer context.AfterFunc(ctx, func() { ph.stopped.Store(true) })()
 	stopSweep := make(chan struct{})
 	sweepDone := make(chan struct{})
-	go e.sweep(ph, stopSweep, sweepDone)
-	defer context.AfterFunc(ctx, func() { ph.stopped.Store(true) })()
-
-	if e.closedLoop {
-		if sleepUntil(ctx, start) {
-			for _, i := range live {
-				for range e.o.Inflight {
-					e.send(i, e.conns[i], mono())
-				}
-			}
-			sleepUntil(ctx, end)
-		}
+	if e.ev != nil {
+		close(sweepDone) // the loops sweep their own connections
+		e.ev.run(ctx, ph, start, end)
 	} else {
-		e.runPacers(ph, live, &ph.stopped)
+		var live []int
+		for i, c := range e.conns {
+			if c != nil && !e.dead[i].Load() {
+				live = append(live, i)
+			}
+		}
+		go e.sweep(ph, stopSweep, sweepDone)
+		if e.closedLoop {
+			if sleepUntil(ctx, start) {
+				for _, i := range live {
+					for range e.o.Inflight {
+						e.send(i, e.conns[i], mono())
+					}
+				}
+				sleepUntil(ctx, end)
+			}
+		} else {
+			e.runPacers(ph, live, &ph.stopped)
+		}
 	}
 	// Drain: answers to calls already sent still count, up to --timeout
 	// (half a second when interrupted).
@@ -315,6 +383,9 @@ func (e *engine) run(ctx context.Context, start time.Time) {
 // clearPending forgets the calls still unanswered and returns how many there
 // were; an answer arriving later is then a "late answer", not a second error.
 func (e *engine) clearPending() int {
+	if e.ev != nil {
+		return e.ev.clearPending()
+	}
 	n := 0
 	for _, c := range e.conns {
 		if c != nil {
@@ -359,6 +430,9 @@ func (e *engine) runPacers(ph *callPhase, live []int, stop *atomic.Bool) {
 }
 
 func (e *engine) inFlight() int {
+	if e.ev != nil {
+		return e.ev.inFlight()
+	}
 	n := 0
 	for _, c := range e.conns {
 		if c != nil {
@@ -413,6 +487,9 @@ func (e *engine) sweep(ph *callPhase, stop <-chan struct{}, done chan<- struct{}
 // finish closes every connection and returns what this process measured.
 func (e *engine) finish() *Partial {
 	e.closing.Store(true)
+	if e.ev != nil {
+		e.ev.close()
+	}
 	for _, c := range e.conns {
 		if c != nil {
 			c.closeNow()
@@ -432,6 +509,8 @@ func (e *engine) finish() *Partial {
 		Completed:   e.completed.Load(),
 		Notices:     e.notices.Load(),
 		ConnectSecs: e.connectSecs,
+		CPUSecs:     e.runCPU,
+		Engine:      e.engineName(),
 		Errors:      e.errs.snapshot(),
 		Hists:       make(map[string]Hist),
 	}

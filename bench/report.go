@@ -27,6 +27,7 @@ type Report struct {
 	Errors      []ErrorRow      `json:"errors"`
 	ErrorTotal  int64           `json:"error_total"`
 	Server      *ServerStats    `json:"server,omitempty"`
+	Generator   *GeneratorStats `json:"generator,omitempty"` // the bench's own CPU in the call phase (bench.go)
 	PerSecond   []int64         `json:"calls_per_second,omitempty"`
 	Hists       map[string]Hist `json:"hdr,omitempty"` // HdrHistogram V2 base64, µs
 }
@@ -102,19 +103,24 @@ type ErrorRow struct {
 
 // ServerStats is the server's footprint, from /proc or /metrics.
 type ServerStats struct {
-	Source          string   `json:"source"`
-	Procs           int      `json:"procs"`
-	RSSBefore       int64    `json:"rss_before_bytes"`
-	RSSConnected    int64    `json:"rss_connected_bytes"`
-	RSSEnd          int64    `json:"rss_end_bytes"`
-	KiBPerConnOpen  float64  `json:"kib_per_conn_connected"` // just after connecting (+ --settle)
-	KiBPerConnEnd   float64  `json:"kib_per_conn_end"`       // at the end of the hold or call phase
-	CPUConnectSecs  float64  `json:"cpu_connect_secs"`
-	CPURunSecs      float64  `json:"cpu_run_secs"`
-	USPerConn       float64  `json:"cpu_us_per_conn"`
-	USPerCall       float64  `json:"cpu_us_per_call,omitempty"`
-	CoresDuringRun  float64  `json:"cores_during_run"`
-	SampleErrorText []string `json:"sample_errors,omitempty"`
+	Source         string  `json:"source"`
+	Procs          int     `json:"procs"`
+	RSSBefore      int64   `json:"rss_before_bytes"`
+	RSSConnected   int64   `json:"rss_connected_bytes"`
+	RSSEnd         int64   `json:"rss_end_bytes"`
+	KiBPerConnOpen float64 `json:"kib_per_conn_connected"` // just after connecting (+ --settle)
+	KiBPerConnEnd  float64 `json:"kib_per_conn_end"`       // at the end of the hold or call phase
+	CPUConnectSecs float64 `json:"cpu_connect_secs"`
+	CPURunSecs     float64 `json:"cpu_run_secs"`
+	USPerConn      float64 `json:"cpu_us_per_conn"`
+	USPerCall      float64 `json:"cpu_us_per_call,omitempty"`
+	// USPerCall split between the given processes and their descendants
+	// (/proc only; absent from /metrics or without calls).
+	USPerCallOwn      *float64 `json:"cpu_us_per_call_own,omitempty"`
+	USPerCallChildren *float64 `json:"cpu_us_per_call_children,omitempty"`
+	ChildProcs        int      `json:"child_procs,omitempty"` // descendants counted at the end
+	CoresDuringRun    float64  `json:"cores_during_run"`
+	SampleErrorText   []string `json:"sample_errors,omitempty"`
 }
 
 func ms(us int64) float64 { return float64(us) / 1000 }
@@ -228,6 +234,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
+	if g := r.Generator; g != nil {
+		b.WriteString(g.text())
+	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "latency (ms)\tcount\tp50\tp90\tp99\tp99.9\tmax\tmean\t")
@@ -258,6 +267,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			sv.CPUConnectSecs, sv.USPerConn, sv.CPURunSecs, sv.CoresDuringRun)
 		if sv.USPerCall > 0 {
 			fmt.Fprintf(&b, ": %.2f µs/call", sv.USPerCall)
+			if sv.ChildProcs > 0 && sv.USPerCallOwn != nil && sv.USPerCallChildren != nil {
+				fmt.Fprintf(&b, " (own %.2f + %d child process(es) %.2f)", *sv.USPerCallOwn, sv.ChildProcs, *sv.USPerCallChildren)
+			}
 		}
 		b.WriteString("\n")
 		for _, e := range sv.SampleErrorText {

@@ -22,8 +22,15 @@ const clockTicks = 100
 // serverSample is the server's footprint at one instant.
 type serverSample struct {
 	RSSBytes int64   `json:"rss_bytes"`
-	CPUSecs  float64 `json:"cpu_secs"`
-	Procs    int     `json:"procs"` // processes counted (the servers and their children)
+	CPUSecs  float64 `json:"cpu_secs"` // the given processes and their descendants
+	Procs    int     `json:"procs"`    // processes counted (the servers and their children)
+	// The same CPU split in two, from /proc only (split false from /metrics):
+	// a relay's cost per call is its own work plus its workers', and the two
+	// are only comparable between relays when they are told apart.
+	OwnCPUSecs   float64 `json:"own_cpu_secs"`   // the given PIDs themselves
+	ChildCPUSecs float64 `json:"child_cpu_secs"` // their descendants
+	ChildProcs   int     `json:"child_procs"`
+	split        bool
 }
 
 // sampler reads a server's RSS and CPU time, from /proc or from /metrics.
@@ -86,17 +93,45 @@ func (p *procSampler) sample(context.Context) (serverSample, error) {
 			}
 		}
 	}
-	var s serverSample
+	own := map[int]bool{}
+	for _, pid := range p.pids {
+		own[pid] = true
+	}
+	s := serverSample{split: true}
 	for pid := range want {
 		rss, err := readRSS(filepath.Join(p.root, strconv.Itoa(pid), "status"))
 		if err != nil {
 			continue
 		}
+		cpu := float64(procs[pid].cpu) / clockTicks
 		s.RSSBytes += rss
-		s.CPUSecs += float64(procs[pid].cpu) / clockTicks
+		s.CPUSecs += cpu
 		s.Procs++
+		if own[pid] {
+			s.OwnCPUSecs += cpu
+		} else {
+			s.ChildCPUSecs += cpu
+			s.ChildProcs++
+		}
 	}
 	return s, nil
+}
+
+// addCPUSplit fills the per-call CPU of the server processes themselves and
+// of their descendants, when the sampler could tell them apart. A child that
+// exits during the run takes its CPU time with it from /proc (as it does
+// from the total), so the split always adds up to the total.
+func addCPUSplit(s *ServerStats, connected, end serverSample, completed int64) {
+	if !connected.split || !end.split {
+		return
+	}
+	s.ChildProcs = end.ChildProcs
+	if completed <= 0 {
+		return
+	}
+	own := (end.OwnCPUSecs - connected.OwnCPUSecs) * 1e6 / float64(completed)
+	children := (end.ChildCPUSecs - connected.ChildCPUSecs) * 1e6 / float64(completed)
+	s.USPerCallOwn, s.USPerCallChildren = &own, &children
 }
 
 // readStat returns ppid and utime+stime (ticks) from /proc/PID/stat.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,5 +74,65 @@ func TestProcSamplerTree(t *testing.T) {
 	}
 	if _, err := (&procSampler{pids: []int{99}, root: root}).sample(context.Background()); err == nil {
 		t.Fatal("missing pid accepted")
+	}
+}
+
+// The /proc sampler tells the given PIDs' own CPU from their descendants',
+// and serverStats turns the two into per-call figures that add up to the
+// total.
+func TestProcSamplerSplit(t *testing.T) {
+	root := t.TempDir()
+	mk := func(pid, ppid string, ticks string) {
+		d := filepath.Join(root, pid)
+		os.MkdirAll(d, 0o755)
+		os.WriteFile(filepath.Join(d, "stat"), []byte(pid+" (p) S "+ppid+" 0 0 0 0 0 0 0 0 0 "+ticks+" 0 0 0\n"), 0o644)
+		os.WriteFile(filepath.Join(d, "status"), []byte("VmRSS:\t100 kB\n"), 0o644)
+	}
+	mk("1", "0", "1000")
+	mk("10", "1", "200") // the server
+	mk("11", "10", "50") // two stdio workers
+	mk("12", "10", "30")
+	p := &procSampler{pids: []int{10}, root: root}
+	connected, err := p.sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if connected.OwnCPUSecs != 2 || connected.ChildCPUSecs != 0.8 || connected.ChildProcs != 2 || connected.CPUSecs != 2.8 {
+		t.Fatalf("connected %+v", connected)
+	}
+	mk("10", "1", "300")  // +1 s own
+	mk("11", "10", "250") // +2 s and +1 s in the workers
+	mk("12", "10", "130")
+	end, err := p.sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serverStats(p.source(), connected, connected, end, &Partial{Established: 10, Completed: 1000}, 4, nil)
+	if s.USPerCall != 4000 || s.USPerCallOwn == nil || s.USPerCallChildren == nil ||
+		*s.USPerCallOwn != 1000 || *s.USPerCallChildren != 3000 || s.ChildProcs != 2 {
+		t.Fatalf("server stats %+v", s)
+	}
+	var b strings.Builder
+	rep := &Report{Mode: ModeCall, Server: s}
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "4000.00 µs/call (own 1000.00 + 2 child process(es) 3000.00)") {
+		t.Fatalf("text lacks the split:\n%s", b.String())
+	}
+	js, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"cpu_us_per_call":4000`, `"cpu_us_per_call_own":1000`, `"cpu_us_per_call_children":3000`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("JSON lacks %s: %s", want, js)
+		}
+	}
+
+	// From /metrics there is no split: the fields stay absent.
+	m := serverStats("http://x/metrics", serverSample{CPUSecs: 1}, serverSample{CPUSecs: 1}, serverSample{CPUSecs: 2}, &Partial{Completed: 10}, 1, nil)
+	if m.USPerCallOwn != nil || m.USPerCallChildren != nil {
+		t.Fatalf("split from /metrics: %+v", m)
 	}
 }

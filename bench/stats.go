@@ -152,6 +152,8 @@ type Partial struct {
 	Errors      map[string]int64 `json:"errors,omitempty"`
 	Hists       map[string]Hist  `json:"hists"`
 	PerSecond   []int64          `json:"per_second,omitempty"` // calls completed in each second of the call phase
+	CPUSecs     float64          `json:"cpu_secs,omitempty"`   // this process's CPU time (user+sys) during the hold or call phase
+	Engine      string           `json:"engine,omitempty"`     // call engine: epoll or goroutine
 }
 
 // merge adds p's counts into m. Connect-phase time is the longest of the two,
@@ -164,6 +166,10 @@ func (m *Partial) merge(p *Partial) {
 	m.Completed += p.Completed
 	m.Notices += p.Notices
 	m.ConnectSecs = max(m.ConnectSecs, p.ConnectSecs)
+	m.CPUSecs += p.CPUSecs
+	if m.Engine == "" {
+		m.Engine = p.Engine
+	}
 	for k, v := range p.Errors {
 		if m.Errors == nil {
 			m.Errors = make(map[string]int64)

@@ -52,3 +52,15 @@ func preciseSleep(d time.Duration) {
 		ts = rem
 	}
 }
+
+// processCPUSecs is this process's CPU time so far, user + system, all
+// threads: the generator's own cost, reported next to the server's.
+func processCPUSecs() (float64, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return tvSecs(ru.Utime) + tvSecs(ru.Stime), true
+}
+
+func tvSecs(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }

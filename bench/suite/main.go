@@ -11,6 +11,10 @@
 //	suite bigframe -url URL -token-file F -pid P -out FILE [-conns 500] [-payload 65536]
 //	    authenticated connections each send a frame header declaring 2 GiB,
 //	    then some payload: what the server buffers, and how it closes
+//	suite stdiofloor -script EVERYTHING_JS -out FILE [-pin "taskset -c 1"] [-calls 50000] [-runs 1] [-prof-dir DIR]
+//	    the stdio worker alone: server-everything's CPU per echo call with no
+//	    relay in front (initialize, then N calls written at once), and with
+//	    -prof-dir its top functions by self time under node --cpu-prof
 //	suite report -dir RESULTS -meta META.json -md FILE.md -html FILE.html
 //	    the results table (Markdown) and one self-contained HTML report
 //
@@ -25,7 +29,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: suite sockwatch|midhold|bigframe|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: suite sockwatch|midhold|bigframe|stdiofloor|report [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -36,6 +40,8 @@ func main() {
 		err = cmdMidhold(os.Args[2:])
 	case "bigframe":
 		err = cmdBigframe(os.Args[2:])
+	case "stdiofloor":
+		err = cmdStdioFloor(os.Args[2:])
 	case "report":
 		err = cmdReport(os.Args[2:])
 	default:

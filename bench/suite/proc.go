@@ -101,6 +101,29 @@ func rssBytes(pids []int) int64 {
 	return sum
 }
 
+// cpuSecs sums utime+stime of the processes (USER_HZ = 100).
+func cpuSecs(pids []int) float64 {
+	var ticks int64
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += ut + st
+	}
+	return float64(ticks) / 100
+}
+
 // fdNames lists /proc/PID/fd (names only: no stat per descriptor).
 func fdNames(pid int) ([]string, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/fd", pid))

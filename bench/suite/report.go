@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"html"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,8 +20,13 @@ import (
 //	<server>--<scenario>.bench.json      gateway bench --out-json
 //	<server>--<scenario>.sockwatch.json  suite sockwatch
 //	<server>--<scenario>.bigframe.json   suite bigframe
+//	<server>--<scenario>.midhold.json    suite midhold
+//	everything--alone.stdiofloor.json    suite stdiofloor
 //
 // and the run's meta file: one "key<TAB>value" per line (keys may repeat).
+// A scenario named <scenario>-r<N> is round N of that scenario (the
+// interleaved closed-loop rounds); results without rounds (older runs) read
+// as one round each.
 
 // Servers and scenarios in report order.
 var (
@@ -41,10 +45,21 @@ var (
 
 type run struct {
 	server, scenario string
+	base             string // scenario without its round suffix
+	round            int    // 0: not one of several rounds
 	rep              *bench.Report
+	gen              *generatorStats // the bench JSON's "generator" section, when it has one
 	watch            *WatchResult
 	big              *BigframeResult
 	mid              *MidholdResult
+	floor            *StdioFloorResult
+}
+
+// generatorStats is read from the bench JSON by name rather than through
+// bench.Report, so that reports with and without the section both load.
+type generatorStats struct {
+	CPUSecs float64 `json:"cpu_secs"`
+	Cores   float64 `json:"cores"`
 }
 
 type results struct {
@@ -97,7 +112,8 @@ func loadResults(dir, metaPath string) (*results, error) {
 		server, scenario, _ := strings.Cut(name, "--")
 		r := rs.runs[name]
 		if r == nil {
-			r = &run{server: server, scenario: scenario}
+			sc, round := splitRound(scenario)
+			r = &run{server: server, scenario: scenario, base: sc, round: round}
 			rs.runs[name] = r
 		}
 		b, err := os.ReadFile(f)
@@ -107,7 +123,13 @@ func loadResults(dir, metaPath string) (*results, error) {
 		switch kind {
 		case "bench":
 			r.rep = &bench.Report{}
-			err = json.Unmarshal(b, r.rep)
+			if err = json.Unmarshal(b, r.rep); err == nil {
+				var g struct {
+					Generator *generatorStats `json:"generator"`
+				}
+				err = json.Unmarshal(b, &g)
+				r.gen = g.Generator
+			}
 		case "sockwatch":
 			r.watch = &WatchResult{}
 			err = json.Unmarshal(b, r.watch)
@@ -117,6 +139,9 @@ func loadResults(dir, metaPath string) (*results, error) {
 		case "midhold":
 			r.mid = &MidholdResult{}
 			err = json.Unmarshal(b, r.mid)
+		case "stdiofloor":
+			r.floor = &StdioFloorResult{}
+			err = json.Unmarshal(b, r.floor)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", base, err)
@@ -141,8 +166,11 @@ func (rs *results) sortedRuns() []*run {
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
-		if x, y := idx(scenarioOrder, a.scenario), idx(scenarioOrder, b.scenario); x != y {
+		if x, y := idx(scenarioOrder, a.base), idx(scenarioOrder, b.base); x != y {
 			return x < y
+		}
+		if a.round != b.round {
+			return a.round < b.round
 		}
 		if x, y := idx(serverOrder, a.server), idx(serverOrder, b.server); x != y {
 			return x < y
@@ -293,7 +321,7 @@ func verdict(v, bound float64) string {
 func (rs *results) servers(scenario string) []string {
 	var out []string
 	for _, s := range serverOrder {
-		if rs.get(s, scenario) != nil {
+		if rs.pick(s, scenario) != nil {
 			out = append(out, s)
 		}
 	}
@@ -304,10 +332,14 @@ func (rs *results) document() []block {
 	var doc []block
 	title := fmt.Sprintf("# Benchmark run %s on %s (%s)", rs.meta1("date"), rs.meta1("host"), rs.meta1("mode"))
 	doc = append(doc, block{text: []string{title}})
+	together := ""
+	if rs.maxRound("closed-small") > 0 || rs.maxRound("closed-large") > 0 {
+		together = " (the gateway, the floor and the seed together for their call runs, taking turns: see \"CPU per call, round by round\")"
+	}
 	intro := []string{
-		fmt.Sprintf("Made by `%s` in %s s. Every server was started fresh for each scenario and measured by "+
+		fmt.Sprintf("Made by `%s` in %s s. Every server was started fresh for each scenario%s and measured by "+
 			"`gateway bench` with `--server-pid` (RSS and CPU of the server and its child processes, from /proc).",
-			rs.meta1("command"), rs.meta1("duration_s")),
+			rs.meta1("command"), rs.meta1("duration_s"), together),
 		"Pinning: " + rs.meta1("pinning") + ".",
 		fmt.Sprintf("Load average (1, 5, 15 min) before the run: %s; after: %s. The machine was shared with other "+
 			"engineers' test runs, so every figure is noisy; the per-run load average is in the last table.",
@@ -327,7 +359,9 @@ func (rs *results) document() []block {
 	}
 	doc = append(doc, block{heading: "Machine", table: mt})
 	doc = append(doc, rs.targetBlocks()...)
+	doc = append(doc, rs.floorBlocks()...)
 	doc = append(doc, rs.figureBlocks()...)
+	doc = append(doc, rs.roundsBlocks()...)
 	doc = append(doc, rs.detailBlocks()...)
 	var notes []string
 	for _, n := range rs.meta["note"] {
@@ -342,419 +376,11 @@ func (rs *results) document() []block {
 	return doc
 }
 
-// targetBlocks: issue 5's targets against this run.
-func (rs *results) targetBlocks() []block {
-	t := &table{head: []string{"target (issue 5)", "measured in this run", "verdict"}}
-	gwIdle := rs.get("gateway", "idle")
-	if gwIdle != nil && gwIdle.rep != nil {
-		o, e := kibOpen(gwIdle), kibEnd(gwIdle)
-		t.add(fmt.Sprintf("idle: <= 1.25 KiB RSS per authenticated plaintext connection at %s", thousands(int64(gwIdle.rep.Settings.Conns))),
-			fmt.Sprintf("%s KiB just after open, %s KiB after settling (%s established)", f2(o), f2(e), established(gwIdle)),
-			verdict(math.Max(o, e), 1.25))
-	} else {
-		t.add("idle: <= 1.25 KiB per plaintext connection at 15,000", na, "not measured")
-	}
-	if r := rs.get("gateway-tls", "idle"); r != nil && r.rep != nil {
-		o, e := kibOpen(r), kibEnd(r)
-		t.add(fmt.Sprintf("idle: <= 10 KiB per TLS connection at %s", thousands(int64(r.rep.Settings.Conns))),
-			fmt.Sprintf("%s KiB just after open, %s KiB after settling (%s established)", f2(o), f2(e), established(r)),
-			verdict(math.Max(o, e), 10))
-	} else {
-		t.add("idle: <= 10 KiB per TLS connection at 10,000", na, "not measured")
-	}
-	if r := rs.get("gateway-x4", "idle"); r != nil && r.rep != nil {
-		v := "met"
-		if r.rep.Connections.Established < int64(r.rep.Settings.Conns) || r.rep.Connections.Lost > 0 {
-			v = "**not met**"
-		}
-		procs := 0
-		if r.rep.Server != nil {
-			procs = r.rep.Server.Procs
-		}
-		spread := ""
-		if r.mid != nil {
-			var parts []string
-			for _, g := range r.mid.Gained {
-				parts = append(parts, thousands(int64(g)))
-			}
-			spread = " (" + strings.Join(parts, " + ") + " connections per process at mid-hold)"
-		}
-		t.add(fmt.Sprintf("%s connections held by 4 gateway processes sharing one port (SO_REUSEPORT)", thousands(int64(r.rep.Settings.Conns))),
-			fmt.Sprintf("%s established over %d processes%s; %s KiB/conn after open, %s after settling", established(r), procs, spread, f2(kibOpen(r)), f2(kibEnd(r))), v)
-	} else {
-		t.add("60,000 connections over 4 gateway processes (SO_REUSEPORT)", na, "not measured")
-	}
-	for _, sc := range []string{"closed-small", "closed-large"} {
-		g, f, s := rs.get("gateway", sc), rs.get("floor", sc), rs.get("seed", sc)
-		conns := "?"
-		if g != nil && g.rep != nil {
-			conns = thousands(int64(g.rep.Settings.Conns))
-		}
-		rf, rsd := ratio(usPerCall(g), usPerCall(f)), ratio(usPerCall(g), usPerCall(s))
-		t.add(fmt.Sprintf("CPU per echo call at %s connections: <= 1.25 x floor", conns),
-			fmt.Sprintf("gateway %s us, floor %s us: %s x", f1(usPerCall(g)), f1(usPerCall(f)), f2(rf)), verdict(rf, 1.25))
-		t.add(fmt.Sprintf("CPU per echo call at %s connections: <= 0.85 x Node seed design", conns),
-			fmt.Sprintf("gateway %s us, Node %s us: %s x", f1(usPerCall(g)), f1(usPerCall(s)), f2(rsd)), verdict(rsd, 0.85))
-	}
-	for _, sc := range []string{"closed-small", "closed-large"} {
-		g, s := rs.get("gateway-stdio", sc), rs.get("supergateway", sc)
-		if g == nil && s == nil {
-			continue
-		}
-		conns := "?"
-		if g != nil && g.rep != nil {
-			conns = thousands(int64(g.rep.Settings.Conns))
-		}
-		r := ratio(usPerCall(g), usPerCall(s))
-		t.add(fmt.Sprintf("relayed to a stdio pool of server-everything, %s connections: <= 1/3 of supergateway's CPU per call (children included)", conns),
-			fmt.Sprintf("gateway %s us, supergateway %s us: %s x", f1(usPerCall(g)), f1(usPerCall(s)), f2(r)), verdict(r, 1.0/3))
-	}
-	if g := rs.get("gateway", "open-low"); g != nil && g.rep != nil {
-		v := pct(g, "call", p99)
-		t.add(fmt.Sprintf("open loop, %s connections, %s calls/s: p99 <= 2 ms", thousands(int64(g.rep.Settings.Conns)), thousands(int64(g.rep.Settings.Rate))),
-			fmt.Sprintf("p99 %s ms (generator send lag p99 %s ms; %s calls/s done)%s", f3(v), f3(pct(g, "send_lag", p99)), f1(callsPerSec(g)), generatorLimited(g)),
-			verdict(v, 2))
-	} else {
-		t.add("open loop, 1,000 connections, 20,000 calls/s: p99 <= 2 ms", na, "not measured")
-	}
-	if g, s := rs.get("gateway", "open-high"), rs.get("seed", "open-high"); g != nil && g.rep != nil {
-		r := ratio(pct(g, "call", p99), pct(s, "call", p99))
-		t.add(fmt.Sprintf("open loop, %s calls/s: p99 <= 1/3 of the Node design's", thousands(int64(g.rep.Settings.Rate))),
-			fmt.Sprintf("gateway %s ms, Node %s ms: %s x%s%s", f3(pct(g, "call", p99)), f3(pct(s, "call", p99)), f2(r), generatorLimited(g), generatorLimited(s)),
-			verdict(r, 1.0/3))
-	} else {
-		t.add("open loop, 40,000 calls/s: p99 <= 1/3 of the Node design's", na, "not measured")
-	}
-	if a := rs.get("gateway", "attack"); a != nil && a.rep != nil {
-		kib := math.NaN()
-		if a.watch != nil {
-			kib = a.watch.KiBPerConnPeak
-		}
-		t.add(fmt.Sprintf("attack: %s connections that never authenticate cost <= 1.25 KiB each", thousands(int64(a.rep.Settings.Conns))),
-			fmt.Sprintf("%s KiB at the peak (%s open at once); bench: %s KiB after open", f2(kib), peakOpen(a), f2(kibOpen(a))),
-			verdict(kib, 1.25))
-		life, txt := math.NaN(), "no socket watch"
-		if w := a.watch; w != nil {
-			if w.StillOpen == 0 && w.Closed > 0 {
-				life = w.LifetimeMaxS
-			}
-			txt = fmt.Sprintf("longest life <= %s s (p50 %s s, %s closed, %s still open); all closed %s s after the last opened",
-				f2(w.LifetimeMaxS), f2(w.LifetimeP50S), thousands(int64(w.Closed)), thousands(int64(w.StillOpen)), optF(w.ClosedAfter))
-		}
-		t.add("attack: all closed within the auth deadline (5 s) + 1 s", txt, verdict(life, 6))
-	} else {
-		t.add("attack: 10,000 unauthenticated connections", na, "not measured")
-	}
-	if b := rs.get("gateway", "bigframe"); b != nil && b.big != nil {
-		kib := b.big.KiBPerConn
-		t.add("a frame header declaring 2 GiB costs 0 payload bytes",
-			fmt.Sprintf("%d authenticated connections each sent a 2 GiB header + %s KiB: RSS growth %s KiB/conn; %s",
-				b.big.Authenticated, f1(float64(b.big.PayloadPerConn)/1024), f2(kib), closesText(b.big.Closes)),
-			verdict(kib, float64(b.big.PayloadPerConn)/1024/16))
-	}
-	text := []string{"Verdicts are for this one run on a shared, noisy machine; \"met\" for the 2 GiB header means the RSS growth stayed " +
-		"below 1/16 of the payload bytes sent after the header (the kernel's socket buffers hold those bytes, not the process)."}
-	return []block{{heading: "Issue 5 targets", table: t}, {text: text}}
-}
-
-// generatorLimited warns when the load generator's own send lag is a large
-// part of the call latency: then the figure says more about the generator
-// (or whatever else ran on its core) than about the server.
-func generatorLimited(r *run) string {
-	lag, call := pct(r, "send_lag", p99), pct(r, "call", p99)
-	if math.IsNaN(lag) || math.IsNaN(call) || lag < call/2 {
-		return ""
-	}
-	return fmt.Sprintf("; **generator-limited**: %s's send lag p99 (%s ms) is %.0f%% of its call p99", r.server, f3(lag), 100*lag/call)
-}
-
-func peakOpen(r *run) string {
-	if r.watch == nil {
-		return na
-	}
-	return thousands(int64(r.watch.PeakOpen))
-}
-
-func optF(p *float64) string {
-	if p == nil {
-		return "never"
-	}
-	return f2(*p)
-}
-
-func closesText(m map[string]int64) string {
-	var parts []string
-	for k, v := range m {
-		parts = append(parts, fmt.Sprintf("%s %s", thousands(v), k))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ", ")
-}
-
-// figureBlocks: one table per scenario, servers as rows.
-func (rs *results) figureBlocks() []block {
-	var out []block
-	if ss := rs.servers("idle"); len(ss) > 0 {
-		t := &table{head: []string{"(a) idle", "auth, initialize", "conns established", "connect s", "RSS before MiB", "RSS after open MiB", "RSS settled MiB", "KiB/conn after open", "KiB/conn settled", "CPU us/conn (connect)"}}
-		for _, sc := range []string{"idle", "idle-init"} {
-			for _, s := range rs.servers(sc) {
-				r := rs.get(s, sc)
-				name := serverNames[s]
-				if sc != "idle" {
-					name += " (" + sc + ")"
-				}
-				if r.rep == nil || r.rep.Server == nil {
-					t.add(name, na, established(r), na, na, na, na, na, na, na)
-					continue
-				}
-				v := r.rep.Server
-				how := r.rep.Settings.Auth + ", "
-				if r.rep.Settings.Init {
-					how += "initialize"
-				} else {
-					how += "no initialize"
-				}
-				t.add(name, how, established(r), f1(r.rep.Connections.ConnectSecs), mib(v.RSSBefore), mib(v.RSSConnected), mib(v.RSSEnd), f2(kibOpen(r)), f2(kibEnd(r)), f1(v.USPerConn))
-			}
-		}
-		out = append(out, block{heading: "Figures", table: t},
-			block{text: []string{"\"After open\" is sampled 1 s after the last connection is up; \"settled\" at the end of the hold. " +
-				"The Node servers (seed, supergateway) run with `--expose-gc` and get a full GC (SIGUSR2) halfway through the hold, " +
-				"so their settled figure is \"once V8 has collected\"; the Go servers are left alone."}})
-	}
-	for _, sc := range []string{"closed-small", "closed-large"} {
-		ss := rs.servers(sc)
-		if len(ss) == 0 {
-			continue
-		}
-		r0 := rs.get(ss[0], sc)
-		label := "(b) closed loop tools/call echo"
-		if r0.rep != nil {
-			label = fmt.Sprintf("(b) closed loop echo, %s conns, %s", thousands(int64(r0.rep.Settings.Conns)), r0.rep.Settings.Duration)
-		}
-		t := &table{head: []string{label, "calls/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "server CPU us/call", "server cores", "errors"}}
-		for _, s := range ss {
-			r := rs.get(s, sc)
-			cores := math.NaN()
-			if r.rep != nil && r.rep.Server != nil {
-				cores = r.rep.Server.CoresDuringRun
-			}
-			t.add(serverNames[s], f1(callsPerSec(r)), f3(pct(r, "call", p50)), f3(pct(r, "call", func(l *bench.LatencyRow) float64 { return l.P90 })),
-				f3(pct(r, "call", p99)), f3(pct(r, "call", p999)), f1(usPerCall(r)), f2(cores), errorText(r.rep))
-		}
-		out = append(out, block{table: t})
-	}
-	for _, sc := range []string{"open-low", "open-high"} {
-		ss := rs.servers(sc)
-		if len(ss) == 0 {
-			continue
-		}
-		r0 := rs.get(ss[0], sc)
-		label := "(c) open loop"
-		if r0.rep != nil {
-			label = fmt.Sprintf("(c) open loop, %s conns, %s calls/s, %s", thousands(int64(r0.rep.Settings.Conns)), thousands(int64(r0.rep.Settings.Rate)), r0.rep.Settings.Duration)
-		}
-		t := &table{head: []string{label, "calls/s done", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "send lag p99 ms", "server CPU us/call", "errors"}}
-		for _, s := range ss {
-			r := rs.get(s, sc)
-			t.add(serverNames[s], f1(callsPerSec(r)), f3(pct(r, "call", p50)), f3(pct(r, "call", p99)), f3(pct(r, "call", p999)),
-				f3(pct(r, "call", func(l *bench.LatencyRow) float64 { return l.Max })), f3(pct(r, "send_lag", p99)), f1(usPerCall(r)), errorText(r.rep))
-		}
-		out = append(out, block{table: t})
-	}
-	if len(rs.servers("open-low")) > 0 {
-		out = append(out, block{text: []string{"Open loop: a call's latency runs from the instant it was due, so the generator's own lateness " +
-			"(send lag: due to actually sent) is inside it. When a server's send lag p99 is not small against its call p99, the " +
-			"generator's core (CPU 0, shared with other jobs on this machine) was the limit of that run, not the server."}})
-	}
-	if ss := rs.servers("attack"); len(ss) > 0 {
-		t := &table{head: []string{"(d) never authenticate (--auth none --no-init)", "conns established", "peak open at once", "KiB/conn at peak", "KiB/conn after open (bench)", "lifetime p50 s", "longest life s", "all closed after last open s", "still open", "closed by"}}
-		for _, s := range ss {
-			r := rs.get(s, "attack")
-			w := r.watch
-			if w == nil {
-				t.add(serverNames[s], established(r), na, na, f2(kibOpen(r)), na, na, na, na, errorText(r.rep))
-				continue
-			}
-			p50s, maxs := na, na
-			if w.Closed > 0 {
-				p50s, maxs = f2(w.LifetimeP50S), f2(w.LifetimeMaxS)
-			}
-			t.add(serverNames[s], established(r), thousands(int64(w.PeakOpen)), f2(w.KiBPerConnPeak), f2(kibOpen(r)),
-				p50s, maxs, optF(w.ClosedAfter), thousands(int64(w.StillOpen)), errorText(r.rep))
-		}
-		out = append(out, block{table: t}, block{text: []string{"Socket lifetimes are the server's own: each accepted socket is followed by its inode in /proc/PID/fd " +
-			"(sampled every 100 ms, so a life is known to within 0.2 s; \"longest life\" is the upper bound). The floor and supergateway have no auth deadline: " +
-			"their connections stay open until the client leaves."}})
-	}
-	if b := rs.get("gateway", "bigframe"); b != nil && b.big != nil {
-		t := &table{head: []string{"2 GiB frame header", "connections", "payload after header", "RSS before MiB", "RSS max MiB", "KiB/conn", "server's answer", "close p50 ms", "close max ms"}}
-		t.add(serverNames["gateway"], fmt.Sprintf("%d/%d", b.big.Authenticated, b.big.Conns), fmt.Sprintf("%s KiB", f1(float64(b.big.PayloadPerConn)/1024)),
-			mib(b.big.RSSBefore), mib(b.big.RSSMax), f2(b.big.KiBPerConn), closesText(b.big.Closes), f1(b.big.CloseP50MS), f1(b.big.CloseMaxMS))
-		out = append(out, block{table: t})
-	}
-	return out
-}
-
-// detailBlocks: every run, one row each.
-func (rs *results) detailBlocks() []block {
-	t := &table{head: []string{"run", "mode", "conns est./target", "lost", "calls/s", "call p50 ms", "call p99 ms", "server us/call", "KiB/conn open", "KiB/conn end", "errors", "load avg at start", "JSON"}}
-	for _, r := range rs.sortedRuns() {
-		if r.rep == nil {
-			continue
-		}
-		mode := r.rep.Mode
-		if r.rep.Mode == "call" {
-			if r.rep.Settings.Rate > 0 {
-				mode = fmt.Sprintf("call %s/s", thousands(int64(r.rep.Settings.Rate)))
-			} else {
-				mode = "call closed"
-			}
-		}
-		if !r.rep.Settings.Init {
-			mode += ", no init"
-		}
-		c := r.rep.Connections
-		kOpen, kEnd := f2(kibOpen(r)), f2(kibEnd(r))
-		if r.rep.Mode == "call" {
-			kOpen, kEnd = na, na // a few connections: RSS per connection means nothing there
-		}
-		t.add(r.server+" / "+r.scenario, mode, fmt.Sprintf("%s/%s", thousands(c.Established), thousands(int64(c.Target))), thousands(c.Lost),
-			f1(callsPerSec(r)), f3(pct(r, "call", p50)), f3(pct(r, "call", p99)), f1(usPerCall(r)), kOpen, kEnd,
-			errorText(r.rep), orNA(rs.loadRuns[r.server+"--"+r.scenario]), fmt.Sprintf("`%s--%s.bench.json`", r.server, r.scenario))
-	}
-	return []block{{heading: "Every run", table: t}}
-}
-
 func orNA(s string) string {
 	if s == "" {
 		return na
 	}
 	return s
-}
-
-func renderMD(doc []block) string {
-	var b strings.Builder
-	for _, bl := range doc {
-		if bl.heading != "" {
-			fmt.Fprintf(&b, "## %s\n\n", bl.heading)
-		}
-		if len(bl.text) > 0 {
-			for _, l := range bl.text {
-				b.WriteString(l)
-				b.WriteString("\n")
-				if !strings.HasPrefix(l, "- ") {
-					b.WriteString("\n")
-				}
-			}
-			if strings.HasPrefix(bl.text[len(bl.text)-1], "- ") {
-				b.WriteString("\n")
-			}
-		}
-		if t := bl.table; t != nil {
-			esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
-			b.WriteString("|")
-			for _, h := range t.head {
-				b.WriteString(" " + esc(h) + " |")
-			}
-			b.WriteString("\n|")
-			for range t.head {
-				b.WriteString("---|")
-			}
-			b.WriteString("\n")
-			for _, row := range t.rows {
-				b.WriteString("|")
-				for _, c := range row {
-					b.WriteString(" " + esc(c) + " |")
-				}
-				b.WriteString("\n")
-			}
-			b.WriteString("\n")
-		}
-	}
-	return b.String()
-}
-
-// mdInline renders the little Markdown the text uses: **bold** and `code`.
-func mdInline(s string) string {
-	s = html.EscapeString(s)
-	for _, m := range []struct{ mark, open, close string }{{"**", "<b>", "</b>"}, {"`", "<code>", "</code>"}} {
-		for {
-			i := strings.Index(s, m.mark)
-			if i < 0 {
-				break
-			}
-			j := strings.Index(s[i+len(m.mark):], m.mark)
-			if j < 0 {
-				break
-			}
-			j += i + len(m.mark)
-			s = s[:i] + m.open + s[i+len(m.mark):j] + m.close + s[j+len(m.mark):]
-		}
-	}
-	return s
-}
-
-const reportCSS = `body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}code{background:#f5f5f5;padding:0 3px}details{margin:.4em 0}summary{cursor:pointer}
-iframe{width:100%;height:900px;border:1px solid #ccc}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}`
-
-func renderHTML(doc []block, rs *results) (string, error) {
-	var b strings.Builder
-	b.WriteString("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>gateway benchmark</title><style>" + reportCSS + "</style></head><body>\n")
-	for _, bl := range doc {
-		if bl.heading != "" {
-			fmt.Fprintf(&b, "<h2>%s</h2>\n", html.EscapeString(bl.heading))
-		}
-		inList := false
-		for _, l := range bl.text {
-			switch {
-			case strings.HasPrefix(l, "# "):
-				fmt.Fprintf(&b, "<h1>%s</h1>\n", mdInline(l[2:]))
-			case strings.HasPrefix(l, "- "):
-				if !inList {
-					b.WriteString("<ul>\n")
-					inList = true
-				}
-				fmt.Fprintf(&b, "<li>%s</li>\n", mdInline(l[2:]))
-			default:
-				fmt.Fprintf(&b, "<p>%s</p>\n", mdInline(l))
-			}
-		}
-		if inList {
-			b.WriteString("</ul>\n")
-		}
-		if t := bl.table; t != nil {
-			b.WriteString("<table><tr>")
-			for _, h := range t.head {
-				fmt.Fprintf(&b, "<th>%s</th>", mdInline(h))
-			}
-			b.WriteString("</tr>\n")
-			for _, row := range t.rows {
-				b.WriteString("<tr>")
-				for _, c := range row {
-					fmt.Fprintf(&b, "<td>%s</td>", mdInline(c))
-				}
-				b.WriteString("</tr>\n")
-			}
-			b.WriteString("</table>\n")
-		}
-	}
-	b.WriteString("<h2>Each run's report (latency plots)</h2>\n<p>Each is the self-contained report of <code>gateway bench --out-html</code>, embedded whole; open one to see its plots.</p>\n")
-	for _, r := range rs.sortedRuns() {
-		if r.rep == nil {
-			continue
-		}
-		var one bytes.Buffer
-		if err := r.rep.WriteHTML(&one); err != nil {
-			return "", err
-		}
-		fmt.Fprintf(&b, "<details><summary>%s / %s</summary><iframe loading=\"lazy\" srcdoc=\"%s\"></iframe></details>\n",
-			html.EscapeString(r.server), html.EscapeString(r.scenario), html.EscapeString(one.String()))
-	}
-	b.WriteString("</body></html>\n")
-	return b.String(), nil
 }
 
 func cmdReport(args []string) error {

@@ -7,8 +7,9 @@
 #   - the floor server (bench/floor),
 #   - the seed's design on Node + ws (bench/peers),
 #   - supergateway 4.0.0 in ws mode in front of server-everything,
-# each started fresh for each scenario, pinned to CPU 1 while the load runs
-# on CPU 0. It writes bench/results/<date>-<host>.md (the table), .html (one
+# each started fresh for each scenario (gateway, floor and seed together for
+# the call runs, taking turns), pinned to CPU 1 while the load runs on CPU 0,
+# and server-everything alone (its CPU per call without a relay). It writes bench/results/<date>-<host>.md (the table), .html (one
 # self-contained report) and <date>-<host>/ (the raw JSON).
 #
 #   bench/suite/run.sh            full run (about 12 to 15 minutes)
@@ -16,7 +17,8 @@
 #                                 bench/results/tmp/ (not committed)
 #
 # Environment: BENCH_OUT (results directory), BENCH_NO_PIN=1 (no taskset),
-# BENCH_KEEP=1 (keep the work directory: logs, configs, binaries).
+# BENCH_KEEP=1 (keep the work directory: logs, configs, binaries, the
+# worker's CPU profile), ROUNDS (closed-loop rounds: 3, quick 1).
 # Every server listens on 127.0.0.1 only; every process started here is
 # stopped on exit (trap), by its own process group.
 set -euo pipefail
@@ -61,6 +63,8 @@ if [ "$MODE" = quick ]; then
 	X4_N=2000 X4_PER_PROCESS=500
 	BIG_N=50
 	SG_INIT_N=200
+	ROUNDS=${ROUNDS:-1}
+	FLOOR_CALLS=5000 FLOOR_RUNS=1
 	BENCH_LIMIT=60
 else
 	IDLE_N=15000 IDLE_HOLD=20s MID_AFTER=8s PEER_FALLBACK_N=10000
@@ -71,8 +75,17 @@ else
 	X4_N=60000 X4_PER_PROCESS=15000
 	BIG_N=500
 	SG_INIT_N=1000
+	ROUNDS=${ROUNDS:-3}
+	FLOOR_CALLS=50000 FLOOR_RUNS=3
 	BENCH_LIMIT=150
 fi
+
+case "$ROUNDS" in
+'' | *[!0-9]* | 0)
+	echo "ROUNDS must be a positive integer" >&2
+	exit 2
+	;;
+esac
 
 # ---- process bookkeeping --------------------------------------------------
 GROUPS_STARTED=() # process groups of the servers (setsid: pgid = pid)
@@ -411,6 +424,77 @@ scenario_calls() { # server open-loop(yes/no) [extra bench args]
 	stop_server
 }
 
+# scenario_call_rounds servers...: the CPU-per-call comparison. The servers
+# are started together (each pinned like the others, each on its own port)
+# and take turns, so that the machine's noise (a shared VM) falls on every
+# server alike: one warm-up each, then ROUNDS rounds of the closed-loop runs
+# (in each round, each size on every server in turn), then the open-loop
+# runs (each rate on every server in turn). One server is loaded at a time.
+# Round N of a closed-loop run is <server>--closed-<size>-rN.bench.json; the
+# report takes the median per server and size.
+scenario_call_rounds() {
+	local s r sc conns rate
+	declare -A R_URL R_SPID R_SPIDS R_AUTH
+	local up=()
+	say "$*: (b) closed loop at $CALL_SMALL and $CALL_LARGE connections in $ROUNDS round(s), (c) open loop at $OPEN_LOW and $OPEN_HIGH calls/s, servers taking turns"
+	for s in "$@"; do
+		start_server "$s" "$s-calls" || continue
+		R_URL[$s]=$URL R_SPID[$s]=$SPID R_SPIDS[$s]="${SPIDS[*]}" R_AUTH[$s]=$(printf '%q ' "${AUTH[@]}")
+		up+=("$s")
+	done
+	use_server() { # make server $1 the current one (URL, SPID, SPIDS, AUTH)
+		URL=${R_URL[$1]} SPID=${R_SPID[$1]}
+		read -ra SPIDS <<<"${R_SPIDS[$1]}"
+		eval "AUTH=(${R_AUTH[$1]})"
+	}
+	for s in "${up[@]}"; do
+		use_server "$s"
+		# Warm-up, not recorded: JIT in the Node server.
+		if [ "$WARM_D" != 0 ]; then
+			"${GEN[@]}" "$BIN/gateway" bench --quiet --url "$URL" "${AUTH[@]}" --mode call --conns "$CALL_LARGE" \
+				--duration "$WARM_D" >"$WORK/$s--warmup.txt" 2>&1 || fail "$s: warm-up run failed ($(tail -n1 "$WORK/$s--warmup.txt"))"
+		fi
+	done
+	for r in $(seq 1 "$ROUNDS"); do
+		for sc in small large; do
+			conns=$CALL_SMALL
+			[ $sc = large ] && conns=$CALL_LARGE
+			for s in "${up[@]}"; do
+				use_server "$s"
+				say "$s: closed-$sc round $r of $ROUNDS"
+				bench_run "$s" "closed-$sc-r$r" --mode call --conns "$conns" --duration "$CALL_D"
+			done
+		done
+	done
+	for sc in low high; do
+		rate=$OPEN_LOW
+		[ $sc = high ] && rate=$OPEN_HIGH
+		for s in "${up[@]}"; do
+			use_server "$s"
+			say "$s: open-$sc, $rate calls/s"
+			bench_run "$s" "open-$sc" --mode call --conns "$OPEN_N" --rate "$rate" --duration "$OPEN_D"
+		done
+	done
+	for s in "${up[@]}"; do
+		use_server "$s"
+		stop_server
+	done
+}
+
+# The stdio worker alone: server-everything's CPU per echo call with no
+# relay in front of it, pinned like the servers, then once under
+# node --cpu-prof (the profile stays in the work directory; its summary goes
+# into the JSON).
+scenario_stdiofloor() {
+	say "server-everything alone: initialize + $FLOOR_CALLS echo calls on its stdin, $FLOOR_RUNS run(s), then one under --cpu-prof"
+	meta load "everything--alone	$(cut -d' ' -f1-3 /proc/loadavg)"
+	# -message-size 64: gateway bench's default --message-size, which the
+	# relay runs use.
+	"${GEN[@]}" "$BIN/suite" stdiofloor -script "$EVERYTHING_JS" -pin "${SRV[*]}" -calls "$FLOOR_CALLS" -runs "$FLOOR_RUNS" \
+		-message-size 64 -prof-dir "$WORK/cpuprof" -out "$RAW/everything--alone.stdiofloor.json" -max 5m 2>&1 | sed 's/^/   /' ||
+		fail "server-everything alone: suite stdiofloor failed"
+}
+
 scenario_bigframe() {
 	say "gateway: a frame header declaring 2 GiB, $BIG_N authenticated connections"
 	start_server gateway gateway-bigframe || return 0
@@ -463,11 +547,11 @@ for s in "${ATTACK_SERVERS[@]}"; do
 done
 scenario_bigframe
 
-scenario_calls gateway yes
-scenario_calls floor yes
-scenario_calls seed yes
+meta call_warmup "$WARM_D"
+scenario_call_rounds gateway floor seed
 scenario_calls gateway-stdio no --no-init
 scenario_calls supergateway no --no-init
+scenario_stdiofloor
 note "supergateway is not run open loop: its one stdio child caps it below the open-loop rates ($OPEN_LOW and $OPEN_HIGH calls/s; see its closed-loop calls/s), so those runs would only measure an ever-growing queue."
 note "The stdio-pool runs (gateway-stdio, supergateway) use --no-init: a connection whose first message is not initialize is served in request mode by the gateway's shared children; supergateway forwards every connection to its one child in any case."
 

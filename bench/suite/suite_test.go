@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,5 +130,207 @@ func TestThousands(t *testing.T) {
 		if got := thousands(in); got != want {
 			t.Errorf("thousands(%d) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// callRun is a closed-loop bench report with the given server CPU per call.
+func callRun(conns int, us float64) *bench.Report {
+	return &bench.Report{
+		Mode:        "call",
+		Settings:    bench.Settings{Conns: conns, Duration: "10s", Init: true, MessageSize: 64},
+		Connections: bench.ConnStats{Target: conns, Established: int64(conns)},
+		Calls:       &bench.CallStats{Completed: 1000, Throughput: 100},
+		Latency:     []bench.LatencyRow{{Name: "call", Count: 1000, P50: 0.5, P99: 1}},
+		Server:      &bench.ServerStats{USPerCall: us},
+	}
+}
+
+func writeJSON(t *testing.T, dir, name string, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSplitRound(t *testing.T) {
+	for in, want := range map[string]struct {
+		base  string
+		round int
+	}{"closed-small-r2": {"closed-small", 2}, "closed-large-r10": {"closed-large", 10}, "closed-small": {"closed-small", 0},
+		"open-low": {"open-low", 0}, "x-r0": {"x-r0", 0}} {
+		if b, r := splitRound(in); b != want.base || r != want.round {
+			t.Errorf("splitRound(%q) = %q, %d", in, b, r)
+		}
+	}
+}
+
+// Three rounds: the targets use each server's median and the ratio of the
+// medians (not the median of the per-round ratios), and the rounds table
+// lists every round.
+func TestReportRounds(t *testing.T) {
+	dir := t.TempDir()
+	for i, us := range map[string][3]float64{
+		"gateway": {12, 10, 30}, // median 12
+		"floor":   {10, 9, 11},  // median 10
+		"seed":    {20, 40, 30}, // median 30
+	} {
+		for r, v := range us {
+			writeJSON(t, dir, fmt.Sprintf("%s--closed-small-r%d.bench.json", i, r+1), callRun(100, v))
+		}
+	}
+	rs, err := loadResults(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := rs.medianUS("gateway", "closed-small"); m != 12 {
+		t.Fatalf("gateway median %v", m)
+	}
+	if p := rs.pick("seed", "closed-small"); p == nil || p.round != 3 {
+		t.Fatalf("seed's median round: %+v", p)
+	}
+	if got := rs.servers("closed-small"); strings.Join(got, ",") != "gateway,floor,seed" {
+		t.Fatalf("servers %v", got)
+	}
+	md := renderMD(rs.document())
+	for _, want := range []string{
+		// 12/10 = 1.20 (the per-round ratios are 1.20, 1.11, 2.73).
+		"| CPU per echo call at 100 connections: <= 1.25 x floor | gateway 12.0 us, floor 10.0 us: 1.20 x (medians of 3 rounds) | met |",
+		"| CPU per echo call at 100 connections: <= 0.85 x Node seed design | gateway 12.0 us, Node 30.0 us: 0.40 x (medians of 3 rounds) | met |",
+		"| closed loop, server CPU us/call | round 1 | round 2 | round 3 | median (ratios: of the medians) |",
+		"| gateway (builtin), 100 conns | 12.0 | 10.0 | 30.0 | 12.0 |",
+		"| gateway / floor, 100 conns | 1.20 | 1.11 | 2.73 | 1.20 |",
+		"| gateway / Node seed, 100 conns | 0.60 | 0.25 | 1.00 | 0.40 |",
+		"| gateway (builtin) (median of 3 rounds) |",
+		"| gateway / closed-small round 2 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
+	}
+}
+
+func f64(v float64) *float64 { return &v }
+
+// The stdio rows: each side's own and children's CPU, the worker alone, and
+// a verdict that says why when a third of supergateway's is below it.
+func TestReportStdioSplit(t *testing.T) {
+	dir := t.TempDir()
+	g, s := callRun(100, 60), callRun(100, 90)
+	g.Settings.Init, s.Settings.Init = false, false
+	g.Server.USPerCallOwn, g.Server.USPerCallChildren, g.Server.ChildProcs = f64(15), f64(45), 4
+	s.Server.USPerCallOwn, s.Server.USPerCallChildren, s.Server.ChildProcs = f64(40), f64(50), 1
+	writeJSON(t, dir, "gateway-stdio--closed-small.bench.json", g)
+	writeJSON(t, dir, "supergateway--closed-small.bench.json", s)
+	writeJSON(t, dir, "floor--closed-small.bench.json", callRun(100, 9))
+	writeJSON(t, dir, "everything--alone.stdiofloor.json", &StdioFloorResult{
+		Command: []string{"node", "index.js", "stdio"}, Calls: 50000, Window: 256, MessageSize: 64, USPerCall: 24,
+		Runs: []FloorRun{{USPerCall: 24, StartupCPUSecs: 0.4}},
+		Profile: &ProfileSummary{Samples: 10, CPUMS: 100, SkippedMS: 900,
+			Top: []ProfileFunc{{Function: "(garbage collector)", SelfMS: 25, Percent: 25}, {Function: "serializeMessage", Where: "sdk/stdio.js:37", SelfMS: 5, Percent: 5}}},
+	})
+	rs, err := loadResults(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := renderMD(rs.document())
+	for _, want := range []string{
+		"gateway 60.0 us (own 15.0 + children 45.0), supergateway 90.0 us (own 40.0 + child 50.0): 0.67 x; " +
+			"lower bound for any relay: floor server 9.0 us (the socket I/O any WebSocket server pays) + server-everything alone 24.0 us = 33.0 us/call; " +
+			"1/3 of supergateway's is 30.0 us, **below** it | **not met**, unreachable here: 1/3 of supergateway's (30.0 us) is below the lower bound (33.0 us) |",
+		"| gateway (stdio pool) | 100.0 |",
+		"| 60.0 (15.0 + 45.0) |",
+		"## Stdio worker alone (server-everything)",
+		"**24.0 us/call** (median of 1 run(s): 24.0)",
+		"| serializeMessage | sdk/stdio.js:37 | 5.0 | 5.0 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
+	}
+	// Without the worker-alone run and the split (an older run's JSON).
+	os.Remove(filepath.Join(dir, "everything--alone.stdiofloor.json"))
+	g.Server.USPerCallOwn, g.Server.USPerCallChildren = nil, nil
+	writeJSON(t, dir, "gateway-stdio--closed-small.bench.json", g)
+	if rs, err = loadResults(dir, ""); err != nil {
+		t.Fatal(err)
+	}
+	md = renderMD(rs.document())
+	if !strings.Contains(md, "gateway 60.0 us (split not recorded), supergateway 90.0 us (own 40.0 + child 50.0): 0.67 x; server-everything alone not measured | **not met** |") {
+		t.Errorf("report without the worker-alone run:\n%s", md)
+	}
+}
+
+// The generator's cores count as evidence that it was the limit, next to
+// the send-lag rule, and their absence changes nothing.
+func TestGeneratorLimited(t *testing.T) {
+	r := &run{server: "gateway", rep: callRun(1000, 10)}
+	r.rep.Latency = append(r.rep.Latency, bench.LatencyRow{Name: "send_lag", P99: 0.1})
+	if got := generatorLimited(r); got != "" {
+		t.Fatalf("no evidence, got %q", got)
+	}
+	r.gen = &generatorStats{Cores: 0.95}
+	if got := generatorLimited(r); got != "; **generator-limited**: gateway's generator used 0.95 cores" {
+		t.Fatalf("cores: %q", got)
+	}
+	r.rep.Latency[1].P99 = 0.9
+	if got := generatorLimited(r); !strings.Contains(got, "send lag p99 (0.900 ms) is 90% of its call p99, and its generator used 0.95 cores") {
+		t.Fatalf("both: %q", got)
+	}
+	r.gen = nil
+	if got := generatorLimited(r); !strings.Contains(got, "send lag") || strings.Contains(got, "cores") {
+		t.Fatalf("send lag only: %q", got)
+	}
+	// The section is read from the bench JSON by name.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "gateway--open-high.bench.json"), []byte(`{"mode":"call","generator":{"cpu_secs":9.5,"cores":0.95}}`), 0o644)
+	rs, err := loadResults(dir, "")
+	if err != nil || rs.get("gateway", "open-high").gen == nil || rs.get("gateway", "open-high").gen.Cores != 0.95 {
+		t.Fatalf("generator section not read: %v", err)
+	}
+}
+
+// A small .cpuprofile: startup, a long idle stretch (the pause before the
+// calls), then the calls. Only the samples after the pause count, idle
+// ones apart; self time is a sample's gap to the next one.
+func TestSummarizeProfile(t *testing.T) {
+	prof := `{"nodes":[
+	 {"id":1,"callFrame":{"functionName":"(root)","url":"","lineNumber":-1},"hitCount":0},
+	 {"id":2,"callFrame":{"functionName":"compileSourceTextModule","url":"node:internal/modules/esm/utils","lineNumber":342},"hitCount":2},
+	 {"id":3,"callFrame":{"functionName":"(idle)","url":"","lineNumber":-1},"hitCount":3},
+	 {"id":4,"callFrame":{"functionName":"serializeMessage","url":"file:///x/node_modules/@modelcontextprotocol/sdk/dist/esm/shared/stdio.js","lineNumber":36},"hitCount":2},
+	 {"id":5,"callFrame":{"functionName":"(garbage collector)","url":"","lineNumber":-1},"hitCount":1},
+	 {"id":6,"callFrame":{"functionName":"","url":"","lineNumber":2},"hitCount":1},
+	 {"id":7,"callFrame":{"functionName":"serializeMessage","url":"file:///x/node_modules/@modelcontextprotocol/sdk/dist/esm/shared/stdio.js","lineNumber":36},"hitCount":1}],
+	 "startTime":0,"endTime":1000000,
+	 "samples":    [2,     2,     3,      3,      3,      4,    5,    4,    3,   6,    7],
+	 "timeDeltas": [0,     1000,  1000,   200000, 200000, 100000, 1000, 2000, 500, 100, 400]}`
+	s, err := summarizeProfile([]byte(prof), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Skipped: samples 0-4 (1000 + 1000 + 200000 + 200000 + 100000 µs).
+	if s.SkippedMS != 502 || s.Samples != 6 {
+		t.Fatalf("skipped %v ms, %d samples", s.SkippedMS, s.Samples)
+	}
+	// Window: 4 (1 ms), 5 (2 ms), 4 (0.5 ms), idle (0.1 ms), anonymous (0.4 ms), 7 (to the end).
+	if len(s.Top) != 3 || s.Top[0].Function != "serializeMessage" || s.Top[0].Where != "@modelcontextprotocol/sdk/dist/esm/shared/stdio.js:37" {
+		t.Fatalf("top %+v", s.Top)
+	}
+	if s.Top[1].Function != "(garbage collector)" || s.Top[1].SelfMS != 2 || s.Top[2].Function != "(anonymous)" || s.Top[2].SelfMS != 0.4 {
+		t.Fatalf("top %+v", s.Top)
+	}
+	if s.IdleMS != 0.1 {
+		t.Fatalf("idle %v", s.IdleMS)
+	}
+	// The last sample runs to endTime: 1e6 - 506000 µs.
+	if s.Top[0].SelfMS != 1+0.5+494 || s.CPUMS != 1+2+0.5+0.4+494 {
+		t.Fatalf("serializeMessage %v ms of %v", s.Top[0].SelfMS, s.CPUMS)
+	}
+	if _, err := summarizeProfile([]byte(`{"nodes":[]}`), 10); err == nil {
+		t.Fatal("empty profile accepted")
 	}
 }
