@@ -135,17 +135,20 @@ func generatorLimited(r *run) string {
 		return ""
 	}
 	lag, call := pct(r, "send_lag", p99), pct(r, "call", p99)
-	var why []string
-	if !math.IsNaN(lag) && !math.IsNaN(call) && lag >= call/2 {
-		why = append(why, fmt.Sprintf("send lag p99 (%s ms) is %.0f%% of its call p99", f3(lag), 100*lag/call))
-	}
-	if r.gen != nil && r.gen.Cores >= generatorBusyCores {
-		why = append(why, fmt.Sprintf("generator used %s cores", f2(r.gen.Cores)))
-	}
-	if len(why) == 0 {
+	busy := r.gen != nil && r.gen.Cores >= generatorBusyCores
+	// Late sends are what make a run generator-limited; a generator that is
+	// busy but still sends on time is not (its lag says so).
+	if math.IsNaN(lag) || math.IsNaN(call) || lag < call/2 {
+		if busy {
+			return fmt.Sprintf("; generator at %s cores, on schedule (send lag p99 %s ms)", f2(r.gen.Cores), f3(lag))
+		}
 		return ""
 	}
-	return fmt.Sprintf("; **generator-limited**: %s's %s", r.server, strings.Join(why, ", and its "))
+	why := fmt.Sprintf("send lag p99 (%s ms) is %.0f%% of its call p99", f3(lag), 100*lag/call)
+	if busy {
+		why += fmt.Sprintf(", and its generator used %s cores", f2(r.gen.Cores))
+	}
+	return fmt.Sprintf("; **generator-limited**: %s's %s", r.server, why)
 }
 
 // generatorBusyCores: a generator pinned to one core that used this much of
