@@ -215,7 +215,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	if in, ok := c.up.(upstream.Inline); ok {
 		b := getBuf(4096)
 		// Leave room for the frame header, then frame the reply in place.
-		reply, handled := in.HandleInline((*b)[:frame.MaxHeaderSize], msg)
+		reply, handled := in.HandleInline((*b)[:frame.MaxHeaderSize], msg, env)
 		if handled {
 			act := gnet.None
 			if len(reply) > frame.MaxHeaderSize {

@@ -9,7 +9,11 @@
 // message changes hands from the reactor to an upstream without a copy.
 package upstream
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/mcpgate/gateway/mcp"
+)
 
 var (
 	// ErrBusy means the upstream's queue is full; the message was not taken.
@@ -63,6 +67,10 @@ type Session interface {
 type Inline interface {
 	// HandleInline appends the reply to msg (possibly nothing, for
 	// notifications) to dst and returns it, with ok true; ok false means
-	// the message is not one to answer inline (too big): use Send.
-	HandleInline(dst, msg []byte) (reply []byte, ok bool)
+	// the message is not one to answer inline (too big): use Send. env is
+	// msg's mcp.Scan result, which the caller has already checked (no
+	// error): the session need not validate msg again. It is passed by
+	// value so that the call through the interface does not make the
+	// caller's envelope escape to the heap.
+	HandleInline(dst, msg []byte, env mcp.Envelope) (reply []byte, ok bool)
 }

@@ -28,13 +28,18 @@ var paramKeys = [3]string{"_meta", "name", "arguments"}
 // the echo and get-sum paths do not allocate.
 func (s *Server) Handle(dst []byte, msg []byte) []byte {
 	env, err := mcp.Scan(msg)
-	switch {
-	case err == mcp.ErrParse:
+	if err == mcp.ErrParse {
 		return mcp.AppendError(dst, nil, mcp.CodeParseError, "Parse error", nil)
-	case err == nil && env.Kind == mcp.KindBatch:
+	}
+	return s.handleScanned(dst, msg, &env, err)
+}
+
+// handleScanned answers msg from its scan (env, err).
+func (s *Server) handleScanned(dst, msg []byte, env *mcp.Envelope, err error) []byte {
+	if err == nil && env.Kind == mcp.KindBatch {
 		return s.handleBatch(dst, msg)
 	}
-	return s.handleOne(dst, &env, err)
+	return s.handleOne(dst, env, err)
 }
 
 // handleBatch answers each element in order and omits the ones that need no

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/mcpgate/gateway/mcp"
 )
 
 const (
@@ -130,11 +132,19 @@ func TestHandle(t *testing.T) {
 		{"batch mixed", `[{"jsonrpc":"2.0","id":1,"method":"nope"},{"jsonrpc":"2.0","id":2,"result":1},{"jsonrpc":"2.0","id":null,"method":"ping"}]`,
 			`[{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}},{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request"}}]`},
 	}
+	ss := &session{srv: s}
 	for _, tt := range tests {
 		got := string(s.Handle([]byte("keep"), []byte(tt.msg)))
 		if got != "keep"+tt.want {
 			t.Errorf("%s:\n got  %s\n want %s", tt.name, strings.TrimPrefix(got, "keep"), tt.want)
 			continue
+		}
+		// The inline path answers from the reactor's scan, not its own.
+		if env, err := mcp.Scan([]byte(tt.msg)); err == nil {
+			inl, ok := ss.HandleInline([]byte("keep"), []byte(tt.msg), env)
+			if !ok || string(inl) != got {
+				t.Errorf("%s: HandleInline = %q, %v; Handle = %q", tt.name, inl, ok, got)
+			}
 		}
 		if tt.want != "" && !json.Valid([]byte(tt.want)) {
 			t.Errorf("%s: reply is not valid JSON", tt.name)

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
 )
 
@@ -148,10 +149,11 @@ func (ss *session) Close() { ss.closed.Store(true) }
 // that an event loop never spends long on one message.
 const InlineMax = 16 << 10
 
-// HandleInline answers small messages at once (upstream.Inline).
-func (ss *session) HandleInline(dst, msg []byte) ([]byte, bool) {
+// HandleInline answers small messages at once (upstream.Inline), from the
+// caller's scan of msg.
+func (ss *session) HandleInline(dst, msg []byte, env mcp.Envelope) ([]byte, bool) {
 	if len(msg) > InlineMax || ss.closed.Load() || ss.srv.closed.Load() {
 		return dst, false
 	}
-	return ss.srv.Handle(dst, msg), true
+	return ss.srv.handleScanned(dst, msg, &env, nil), true
 }
