@@ -75,7 +75,7 @@ else
 	X4_N=60000 X4_PER_PROCESS=15000
 	BIG_N=500
 	SG_INIT_N=1000
-	ROUNDS=${ROUNDS:-3}
+	ROUNDS=${ROUNDS:-5}
 	FLOOR_CALLS=50000 FLOOR_RUNS=3
 	BENCH_LIMIT=150
 fi
@@ -455,11 +455,16 @@ scenario_call_rounds() {
 				--duration "$WARM_D" >"$WORK/$s--warmup.txt" 2>&1 || fail "$s: warm-up run failed ($(tail -n1 "$WORK/$s--warmup.txt"))"
 		fi
 	done
+	local order k n=${#up[@]}
 	for r in $(seq 1 "$ROUNDS"); do
+		# Each round starts with the next server, so that no server always
+		# runs first, or always right after the same one.
+		order=()
+		for k in $(seq 0 $((n - 1))); do order+=("${up[$(((k + r - 1) % n))]}"); done
 		for sc in small large; do
 			conns=$CALL_SMALL
 			[ $sc = large ] && conns=$CALL_LARGE
-			for s in "${up[@]}"; do
+			for s in "${order[@]}"; do
 				use_server "$s"
 				say "$s: closed-$sc round $r of $ROUNDS"
 				bench_run "$s" "closed-$sc-r$r" --mode call --conns "$conns" --duration "$CALL_D"
