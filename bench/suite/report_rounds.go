@@ -72,6 +72,31 @@ func (rs *results) medianUS(server, scenario string) float64 {
 	return median(v)
 }
 
+// pairedRatio is the median over the rounds of a/b within each round (NaN
+// without a round that measured both). The runs of one round are seconds
+// apart, so the drift of this VM's CPU speed over tens of seconds, which
+// moves every server's µs/call together, cancels in each round's ratio;
+// the ratio of the per-server medians does not pair the runs and keeps it.
+// Without rounds it is the ratio of the two runs.
+func (rs *results) pairedRatio(a, b, scenario string) float64 {
+	byRound := map[int]float64{}
+	for _, r := range rs.rounds(b, scenario) {
+		byRound[r.round] = usPerCall(r)
+	}
+	var v []float64
+	for _, r := range rs.rounds(a, scenario) {
+		if d, ok := byRound[r.round]; ok {
+			if x := ratio(usPerCall(r), d); !math.IsNaN(x) {
+				v = append(v, x)
+			}
+		}
+	}
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	return median(v)
+}
+
 // pick returns the run that stands for server/scenario in the figure
 // tables: the run itself, or the median round by µs/call (with an even
 // number of rounds, the lower of the two middle ones).
@@ -118,7 +143,7 @@ func (rs *results) roundsBlocks() []block {
 	for i := 1; i <= n; i++ {
 		head = append(head, fmt.Sprintf("round %d", i))
 	}
-	head = append(head, "median (ratios: of the medians)")
+	head = append(head, "median (ratios: median of the rounds' ratios; ratio of the medians)")
 	t := &table{head: head}
 	for _, sc := range []string{"closed-small", "closed-large"} {
 		conns := "?"
@@ -158,7 +183,8 @@ func (rs *results) roundsBlocks() []block {
 			for i, v := range byRound(o.server) {
 				row = append(row, f2(ratio(g[i], v)))
 			}
-			t.add(append(row, f2(ratio(rs.medianUS("gateway", sc), rs.medianUS(o.server, sc))))...)
+			t.add(append(row, f2(rs.pairedRatio("gateway", o.server, sc))+"; "+
+				f2(ratio(rs.medianUS("gateway", sc), rs.medianUS(o.server, sc))))...)
 		}
 	}
 	warm := "after one warm-up each"
@@ -170,6 +196,8 @@ func (rs *results) roundsBlocks() []block {
 	return []block{{heading: "CPU per call, round by round", table: t}, {text: []string{
 		fmt.Sprintf("The gateway, the floor and the Node seed design were started together (each pinned to CPU 1, one port each) "+
 			"and, %s, ran the closed-loop calls in %d round(s): in each round every size ran on gateway, floor, seed in turn, "+
-			"so only one server was loaded at a time. The targets and figure tables use each server's median over the rounds "+
-			"(the latency columns are those of its median round); the spread between rounds is the machine's noise.", warm, n)}}}
+			"so only one server was loaded at a time, and each round started with the next server. The figure tables use each server's median over the rounds "+
+			"(the latency columns are those of its median round). The target ratios are the median of the rounds' own ratios: "+
+			"this VM's CPU speed drifts over tens of seconds and moves every server's figure together (see the spread of the floor's own rounds), "+
+			"and the runs of one round are seconds apart, so each round's ratio cancels the drift; the ratio of the medians, which does not pair the runs, is shown next to it.", warm, n)}}}
 }
