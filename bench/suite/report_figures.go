@@ -70,7 +70,7 @@ func (rs *results) figureBlocks() []block {
 		if len(ss) == 0 {
 			continue
 		}
-		r0 := rs.get(ss[0], sc)
+		r0 := rs.pickBy(ss[0], sc, callP99)
 		label := "(c) open loop"
 		if r0.rep != nil {
 			label = fmt.Sprintf("(c) open loop, %s conns, %s calls/s, %s", thousands(int64(r0.rep.Settings.Conns)), thousands(int64(r0.rep.Settings.Rate)), r0.rep.Settings.Duration)
@@ -78,7 +78,7 @@ func (rs *results) figureBlocks() []block {
 		// The generator's CPU, where the bench JSON records it.
 		withGen := false
 		for _, s := range ss {
-			withGen = withGen || rs.get(s, sc).gen != nil
+			withGen = withGen || rs.pickBy(s, sc, callP99).gen != nil
 		}
 		head := []string{label, "calls/s done", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "send lag p99 ms"}
 		if withGen {
@@ -86,8 +86,12 @@ func (rs *results) figureBlocks() []block {
 		}
 		t := &table{head: append(head, "server CPU us/call", "errors")}
 		for _, s := range ss {
-			r := rs.get(s, sc)
-			row := []string{serverNames[s], f1(callsPerSec(r)), f3(pct(r, "call", p50)), f3(pct(r, "call", p99)), f3(pct(r, "call", p999)),
+			r := rs.pickBy(s, sc, callP99)
+			name := serverNames[s]
+			if n := len(rs.rounds(s, sc)); n > 1 {
+				name += fmt.Sprintf(" (median of %d rounds by p99)", n)
+			}
+			row := []string{name, f1(callsPerSec(r)), f3(pct(r, "call", p50)), f3(pct(r, "call", p99)), f3(pct(r, "call", p999)),
 				f3(pct(r, "call", func(l *bench.LatencyRow) float64 { return l.Max })), f3(pct(r, "send_lag", p99))}
 			if withGen {
 				gen := na

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // The closed-loop CPU-per-call runs of the gateway, the floor and the seed
@@ -79,14 +80,20 @@ func (rs *results) medianUS(server, scenario string) float64 {
 // the ratio of the per-server medians does not pair the runs and keeps it.
 // Without rounds it is the ratio of the two runs.
 func (rs *results) pairedRatio(a, b, scenario string) float64 {
+	return rs.pairedRatioOf(a, b, scenario, usPerCall)
+}
+
+// pairedRatioOf is pairedRatio for any per-run figure (the open-loop runs
+// compare call p99).
+func (rs *results) pairedRatioOf(a, b, scenario string, key func(*run) float64) float64 {
 	byRound := map[int]float64{}
 	for _, r := range rs.rounds(b, scenario) {
-		byRound[r.round] = usPerCall(r)
+		byRound[r.round] = key(r)
 	}
 	var v []float64
 	for _, r := range rs.rounds(a, scenario) {
 		if d, ok := byRound[r.round]; ok {
-			if x := ratio(usPerCall(r), d); !math.IsNaN(x) {
+			if x := ratio(key(r), d); !math.IsNaN(x) {
 				v = append(v, x)
 			}
 		}
@@ -101,6 +108,15 @@ func (rs *results) pairedRatio(a, b, scenario string) float64 {
 // tables: the run itself, or the median round by µs/call (with an even
 // number of rounds, the lower of the two middle ones).
 func (rs *results) pick(server, scenario string) *run {
+	return rs.pickBy(server, scenario, usPerCall)
+}
+
+// callP99 is a run's call latency p99 in ms.
+func callP99(r *run) float64 { return pct(r, "call", p99) }
+
+// pickBy is pick ordered by any per-run figure: the open-loop runs stand
+// by their median round by call p99.
+func (rs *results) pickBy(server, scenario string, key func(*run) float64) *run {
 	rr := rs.rounds(server, scenario)
 	switch len(rr) {
 	case 0:
@@ -110,13 +126,27 @@ func (rs *results) pick(server, scenario string) *run {
 	}
 	s := append([]*run(nil), rr...)
 	sort.SliceStable(s, func(i, j int) bool {
-		a, b := usPerCall(s[i]), usPerCall(s[j])
+		a, b := key(s[i]), key(s[j])
 		if math.IsNaN(b) {
 			return !math.IsNaN(a)
 		}
 		return a < b
 	})
 	return s[(len(s)-1)/2]
+}
+
+// p99Rounds is " (median of rounds a, b, c)" for an open-loop scenario in
+// rounds, "" for one run.
+func (rs *results) p99Rounds(server, scenario string) string {
+	rr := rs.rounds(server, scenario)
+	if len(rr) < 2 {
+		return ""
+	}
+	var v []string
+	for _, r := range rr {
+		v = append(v, f3(callP99(r)))
+	}
+	return " (median of rounds " + strings.Join(v, ", ") + ")"
 }
 
 // roundsNote says where a figure comes from: "" without rounds.

@@ -84,18 +84,24 @@ func (rs *results) targetBlocks() []block {
 		t.add(fmt.Sprintf("relayed to a stdio pool of server-everything, %s connections: <= 1/3 of supergateway's CPU per call (children included)", conns),
 			measured, v)
 	}
-	if g := rs.get("gateway", "open-low"); g != nil && g.rep != nil {
-		v := pct(g, "call", p99)
+	if g := rs.pickBy("gateway", "open-low", callP99); g != nil && g.rep != nil {
+		v := callP99(g)
 		t.add(fmt.Sprintf("open loop, %s connections, %s calls/s: p99 <= 2 ms", thousands(int64(g.rep.Settings.Conns)), thousands(int64(g.rep.Settings.Rate))),
-			fmt.Sprintf("p99 %s ms (generator send lag p99 %s ms; %s calls/s done)%s", f3(v), f3(pct(g, "send_lag", p99)), f1(callsPerSec(g)), generatorLimited(g)),
+			fmt.Sprintf("p99 %s ms%s (generator send lag p99 %s ms; %s calls/s done)%s", f3(v), rs.p99Rounds("gateway", "open-low"),
+				f3(pct(g, "send_lag", p99)), f1(callsPerSec(g)), generatorLimited(g)),
 			verdict(v, 2))
 	} else {
 		t.add("open loop, 1,000 connections, 20,000 calls/s: p99 <= 2 ms", na, "not measured")
 	}
-	if g, s := rs.get("gateway", "open-high"), rs.get("seed", "open-high"); g != nil && g.rep != nil {
-		r := ratio(pct(g, "call", p99), pct(s, "call", p99))
+	if g, s := rs.pickBy("gateway", "open-high", callP99), rs.pickBy("seed", "open-high", callP99); g != nil && g.rep != nil {
+		r := rs.pairedRatioOf("gateway", "seed", "open-high", callP99)
+		how := " x"
+		if rs.maxRound("open-high") > 1 {
+			how = fmt.Sprintf(" x (median of the rounds' ratios; ratio of the medians %s)", f2(ratio(callP99(g), callP99(s))))
+		}
 		t.add(fmt.Sprintf("open loop, %s calls/s: p99 <= 1/3 of the Node design's", thousands(int64(g.rep.Settings.Rate))),
-			fmt.Sprintf("gateway %s ms, Node %s ms: %s x%s%s", f3(pct(g, "call", p99)), f3(pct(s, "call", p99)), f2(r), generatorLimited(g), generatorLimited(s)),
+			fmt.Sprintf("gateway %s ms%s, Node %s ms%s: %s%s%s%s", f3(callP99(g)), rs.p99Rounds("gateway", "open-high"), f3(callP99(s)), rs.p99Rounds("seed", "open-high"),
+				f2(r), how, generatorLimited(g), generatorLimited(s)),
 			verdict(r, 1.0/3))
 	} else {
 		t.add("open loop, 40,000 calls/s: p99 <= 1/3 of the Node design's", na, "not measured")

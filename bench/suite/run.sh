@@ -18,7 +18,8 @@
 #
 # Environment: BENCH_OUT (results directory), BENCH_NO_PIN=1 (no taskset),
 # BENCH_KEEP=1 (keep the work directory: logs, configs, binaries, the
-# worker's CPU profile), ROUNDS (closed-loop rounds: 3, quick 1).
+# worker's CPU profile), ROUNDS (closed-loop rounds: 5, quick 1), OPEN_ROUNDS
+# (open-loop rounds: 3, quick 1).
 # Every server listens on 127.0.0.1 only; every process started here is
 # stopped on exit (trap), by its own process group.
 set -euo pipefail
@@ -63,7 +64,7 @@ if [ "$MODE" = quick ]; then
 	X4_N=2000 X4_PER_PROCESS=500
 	BIG_N=50
 	SG_INIT_N=200
-	ROUNDS=${ROUNDS:-1}
+	ROUNDS=${ROUNDS:-1} OPEN_ROUNDS=${OPEN_ROUNDS:-1}
 	FLOOR_CALLS=5000 FLOOR_RUNS=1
 	BENCH_LIMIT=60
 else
@@ -75,17 +76,19 @@ else
 	X4_N=60000 X4_PER_PROCESS=15000
 	BIG_N=500
 	SG_INIT_N=1000
-	ROUNDS=${ROUNDS:-5}
+	ROUNDS=${ROUNDS:-5} OPEN_ROUNDS=${OPEN_ROUNDS:-3}
 	FLOOR_CALLS=50000 FLOOR_RUNS=3
 	BENCH_LIMIT=150
 fi
 
-case "$ROUNDS" in
-'' | *[!0-9]* | 0)
-	echo "ROUNDS must be a positive integer" >&2
-	exit 2
-	;;
-esac
+for v in "$ROUNDS" "$OPEN_ROUNDS"; do
+	case "$v" in
+	'' | *[!0-9]* | 0)
+		echo "ROUNDS and OPEN_ROUNDS must be positive integers" >&2
+		exit 2
+		;;
+	esac
+done
 
 # ---- process bookkeeping --------------------------------------------------
 GROUPS_STARTED=() # process groups of the servers (setsid: pgid = pid)
@@ -428,10 +431,11 @@ scenario_calls() { # server open-loop(yes/no) [extra bench args]
 # are started together (each pinned like the others, each on its own port)
 # and take turns, so that the machine's noise (a shared VM) falls on every
 # server alike: one warm-up each, then ROUNDS rounds of the closed-loop runs
-# (in each round, each size on every server in turn), then the open-loop
-# runs (each rate on every server in turn). One server is loaded at a time.
-# Round N of a closed-loop run is <server>--closed-<size>-rN.bench.json; the
-# report takes the median per server and size.
+# (in each round, each size on every server in turn), then OPEN_ROUNDS
+# rounds of the open-loop runs (each rate on every server in turn); each
+# round starts with the next server. One server is loaded at a time. Round N
+# is <server>--closed-<size>-rN / --open-<rate>-rN.bench.json; the report
+# takes medians per server and the median of the rounds' own ratios.
 scenario_call_rounds() {
 	local s r sc conns rate
 	declare -A R_URL R_SPID R_SPIDS R_AUTH
@@ -471,13 +475,18 @@ scenario_call_rounds() {
 			done
 		done
 	done
-	for sc in low high; do
-		rate=$OPEN_LOW
-		[ $sc = high ] && rate=$OPEN_HIGH
-		for s in "${up[@]}"; do
-			use_server "$s"
-			say "$s: open-$sc, $rate calls/s"
-			bench_run "$s" "open-$sc" --mode call --conns "$OPEN_N" --rate "$rate" --duration "$OPEN_D"
+	# Open loop in rounds too: one 10 s run's p99 moves by 2x on this VM.
+	for r in $(seq 1 "$OPEN_ROUNDS"); do
+		order=()
+		for k in $(seq 0 $((n - 1))); do order+=("${up[$(((k + r - 1) % n))]}"); done
+		for sc in low high; do
+			rate=$OPEN_LOW
+			[ $sc = high ] && rate=$OPEN_HIGH
+			for s in "${order[@]}"; do
+				use_server "$s"
+				say "$s: open-$sc, $rate calls/s, round $r of $OPEN_ROUNDS"
+				bench_run "$s" "open-$sc-r$r" --mode call --conns "$OPEN_N" --rate "$rate" --duration "$OPEN_D"
+			done
 		done
 	done
 	for s in "${up[@]}"; do

@@ -336,3 +336,42 @@ func TestSummarizeProfile(t *testing.T) {
 		t.Fatal("empty profile accepted")
 	}
 }
+
+// Open loop in rounds: each server stands by its median round by p99, the
+// 20,000/s target reads the gateway's median p99, and the 40,000/s ratio is
+// the median of the rounds' own gateway/seed ratios.
+func TestReportOpenRounds(t *testing.T) {
+	dir := t.TempDir()
+	openRun := func(rate, p99 float64) *bench.Report {
+		r := callRun(1000, 20)
+		r.Settings.Rate = rate
+		r.Latency = []bench.LatencyRow{{Name: "call", Count: 1000, P50: 0.1, P99: p99}, {Name: "send_lag", Count: 1000, P99: 0.05}}
+		return r
+	}
+	for i, p := range []float64{3, 1.5, 1.8} {
+		writeJSON(t, dir, fmt.Sprintf("gateway--open-low-r%d.bench.json", i+1), openRun(20000, p))
+	}
+	// Gateway 4, 2, 9 ms; seed 40, 100, 30 ms: rounds' ratios 0.10, 0.02,
+	// 0.30 (median 0.10); medians 4 and 40 (also 0.10 here).
+	for i, p := range [][2]float64{{4, 40}, {2, 100}, {9, 30}} {
+		writeJSON(t, dir, fmt.Sprintf("gateway--open-high-r%d.bench.json", i+1), openRun(40000, p[0]))
+		writeJSON(t, dir, fmt.Sprintf("seed--open-high-r%d.bench.json", i+1), openRun(40000, p[1]))
+	}
+	rs, err := loadResults(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rs.pickBy("gateway", "open-low", callP99); r == nil || callP99(r) != 1.8 {
+		t.Fatalf("median round by p99: %+v", r)
+	}
+	md := renderMD(rs.document())
+	for _, want := range []string{
+		"| open loop, 1,000 connections, 20,000 calls/s: p99 <= 2 ms | p99 1.800 ms (median of rounds 3.000, 1.500, 1.800) (generator send lag p99 0.050 ms;",
+		"| open loop, 40,000 calls/s: p99 <= 1/3 of the Node design's | gateway 4.000 ms (median of rounds 4.000, 2.000, 9.000), Node 40.000 ms (median of rounds 40.000, 100.000, 30.000): 0.10 x (median of the rounds' ratios; ratio of the medians 0.10) | met |",
+		"| gateway (builtin) (median of 3 rounds by p99) | 100.0 | 0.100 | 1.800 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
+	}
+}
