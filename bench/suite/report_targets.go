@@ -150,11 +150,11 @@ func generatorLimited(r *run) string {
 	}
 	lag, call := pct(r, "send_lag", p99), pct(r, "call", p99)
 	busy := r.gen != nil && r.gen.Cores >= generatorBusyCores
-	// Late sends are what make a run generator-limited; a generator that is
-	// busy but still sends on time is not (its lag says so).
+	// Late sends are what make a run generator-limited; a busy generator
+	// whose lag stays under half the call p99 is only noted.
 	if math.IsNaN(lag) || math.IsNaN(call) || lag < call/2 {
 		if busy {
-			return fmt.Sprintf("; generator at %s cores, on schedule (send lag p99 %s ms)", f2(r.gen.Cores), f3(lag))
+			return fmt.Sprintf("; %s's generator at %s cores, its send lag p99 (%s ms) under half the call p99", r.server, f2(r.gen.Cores), f3(lag))
 		}
 		return ""
 	}

@@ -12,7 +12,7 @@
 # and server-everything alone (its CPU per call without a relay). It writes bench/results/<date>-<host>.md (the table), .html (one
 # self-contained report) and <date>-<host>/ (the raw JSON).
 #
-#   bench/suite/run.sh            full run (about 12 to 15 minutes)
+#   bench/suite/run.sh            full run (about 16 minutes)
 #   bench/suite/run.sh --quick    small counts, about 2 minutes; results go to
 #                                 bench/results/tmp/ (not committed)
 #

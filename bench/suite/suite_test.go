@@ -267,7 +267,7 @@ func TestReportStdioSplit(t *testing.T) {
 }
 
 // Late sends make a run generator-limited; the generator's cores are
-// reported with them, and alone (on schedule) are only noted.
+// reported with them, and alone (lag under half the p99) only noted.
 func TestGeneratorLimited(t *testing.T) {
 	r := &run{server: "gateway", rep: callRun(1000, 10)}
 	r.rep.Latency = append(r.rep.Latency, bench.LatencyRow{Name: "send_lag", P99: 0.1})
@@ -275,7 +275,7 @@ func TestGeneratorLimited(t *testing.T) {
 		t.Fatalf("no evidence, got %q", got)
 	}
 	r.gen = &generatorStats{Cores: 0.95}
-	if got := generatorLimited(r); got != "; generator at 0.95 cores, on schedule (send lag p99 0.100 ms)" {
+	if got := generatorLimited(r); got != "; gateway's generator at 0.95 cores, its send lag p99 (0.100 ms) under half the call p99" {
 		t.Fatalf("cores: %q", got)
 	}
 	r.rep.Latency[1].P99 = 0.9
