@@ -21,7 +21,7 @@ run:
 	$(GO) run ./cmd/gateway serve $(if $(CONFIG),-c $(CONFIG))
 
 test:
-	scripts/test.sh
+	bash scripts/test.sh
 
 bench:
 	bench/suite/run.sh

@@ -459,12 +459,16 @@ scenario_call_rounds() {
 				--duration "$WARM_D" >"$WORK/$s--warmup.txt" 2>&1 || fail "$s: warm-up run failed ($(tail -n1 "$WORK/$s--warmup.txt"))"
 		fi
 	done
-	local order k n=${#up[@]}
-	for r in $(seq 1 "$ROUNDS"); do
-		# Each round starts with the next server, so that no server always
-		# runs first, or always right after the same one.
+	local order
+	# rotate r: the servers in the order of round r, which starts with the
+	# next server, so that no server always runs first or after the same one.
+	rotate() {
+		local k n=${#up[@]}
 		order=()
-		for k in $(seq 0 $((n - 1))); do order+=("${up[$(((k + r - 1) % n))]}"); done
+		for k in $(seq 0 $((n - 1))); do order+=("${up[$(((k + $1 - 1) % n))]}"); done
+	}
+	for r in $(seq 1 "$ROUNDS"); do
+		rotate "$r"
 		for sc in small large; do
 			conns=$CALL_SMALL
 			[ $sc = large ] && conns=$CALL_LARGE
@@ -477,8 +481,7 @@ scenario_call_rounds() {
 	done
 	# Open loop in rounds too: one 10 s run's p99 moves by 2x on this VM.
 	for r in $(seq 1 "$OPEN_ROUNDS"); do
-		order=()
-		for k in $(seq 0 $((n - 1))); do order+=("${up[$(((k + r - 1) % n))]}"); done
+		rotate "$r"
 		for sc in low high; do
 			rate=$OPEN_LOW
 			[ $sc = high ] && rate=$OPEN_HIGH

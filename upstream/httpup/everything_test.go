@@ -21,34 +21,7 @@ func TestEverythingSession(t *testing.T) {
 	s, sink := pooltest.Open(t, u)
 	pooltest.Initialize(t, s, sink, wait)
 
-	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
-	list := pooltest.Decode(t, sink.WaitReply(t, wait, `1.50`))
-	if !strings.Contains(string(list.Result), `"echo"`) {
-		t.Fatalf("tools/list: %s", list.Result)
-	}
-	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
-	if got := pooltest.EchoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
-		t.Fatalf("echo: %q", got)
-	}
-	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
-	if d := pooltest.Decode(t, sink.WaitReply(t, wait, `"r"`)); d.Error != nil || !strings.Contains(string(d.Result), `"contents"`) {
-		t.Fatalf("resources/read: %+v %s", d.Error, d.Result)
-	}
-
-	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
-	sink.WaitReply(t, wait, `7`)
-	progress := 0
-	for _, m := range sink.Messages() {
-		if pooltest.IsMethod(m, "notifications/progress") {
-			if !strings.Contains(string(m), `"progressToken":"p-1"`) {
-				t.Fatalf("foreign token: %s", m)
-			}
-			progress++
-		}
-	}
-	if progress != 3 {
-		t.Fatalf("%d progress notifications, want 3", progress)
-	}
+	pooltest.EverythingCalls(t, s, sink, wait)
 
 	for _, kind := range []string{"protocol", "late_reply", "unrouted", "http", "status"} {
 		if v := value(t, m.UpstreamErrors.WithLabelValues("h", kind)); v != 0 {

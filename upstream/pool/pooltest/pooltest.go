@@ -273,3 +273,41 @@ func EchoText(t *testing.T, msg []byte) string {
 	}
 	return r.Content[0].Text
 }
+
+// EverythingCalls runs, on an initialized session with server-everything
+// behind it, what every transport must relay the same way: tools/list with
+// an id the server would not take itself (1.50, back byte for byte), the
+// echo tool, resources/read, and a long-running tool whose three progress
+// notifications must carry the client's own progressToken.
+func EverythingCalls(t *testing.T, s upstream.Session, sink *Sink, wait time.Duration) {
+	t.Helper()
+	Send(t, s, `{"jsonrpc":"2.0","id":1.50,"method":"tools/list"}`)
+	list := Decode(t, sink.WaitReply(t, wait, `1.50`))
+	for _, tool := range []string{`"echo"`, `"trigger-long-running-operation"`} {
+		if !strings.Contains(string(list.Result), tool) {
+			t.Fatalf("tools/list lacks %s", tool)
+		}
+	}
+	Send(t, s, `{"jsonrpc":"2.0","id":"e-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
+	if got := EchoText(t, sink.WaitReply(t, wait, `"e-1"`)); got != "Echo: hello" {
+		t.Fatalf("echo: %q", got)
+	}
+	Send(t, s, `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"demo://resource/static/document/architecture.md"}}`)
+	if d := Decode(t, sink.WaitReply(t, wait, `"r"`)); d.Error != nil || !strings.Contains(string(d.Result), `"contents"`) {
+		t.Fatalf("resources/read: %+v %s", d.Error, d.Result)
+	}
+	Send(t, s, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trigger-long-running-operation","arguments":{"duration":1,"steps":3},"_meta":{"progressToken":"p-1"}}}`)
+	sink.WaitReply(t, wait, `7`)
+	progress := 0
+	for _, m := range sink.Messages() {
+		if IsMethod(m, "notifications/progress") {
+			if !strings.Contains(string(m), `"progressToken":"p-1"`) {
+				t.Fatalf("progress with a foreign token: %s", m)
+			}
+			progress++
+		}
+	}
+	if progress != 3 {
+		t.Fatalf("got %d progress notifications, want 3", progress)
+	}
+}
