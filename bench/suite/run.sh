@@ -5,7 +5,8 @@
 #   - the gateway (builtin upstream; TLS; a stdio pool of server-everything;
 #     4 processes sharing one port with reuse_port),
 #   - the floor server (bench/floor),
-#   - the seed's design on Node + ws (bench/peers),
+#   - the seed's design on Node + ws (test/peers-seed/seed-server.mjs, the
+#     one the audit tests grade),
 #   - supergateway 4.0.0 in ws mode in front of server-everything,
 # each started fresh for each scenario (gateway, floor and seed together for
 # the call runs, taking turns), pinned to CPU 1 while the load runs on CPU 0,
@@ -170,9 +171,9 @@ go build -o "$BIN/suite" ./bench/suite
 meta gateway_build "go build ./cmd/gateway from the working tree at $(date -u +%H:%M:%SZ) (binary sha256 $(sha256sum "$BIN/gateway" | cut -c1-12))"
 
 say "npm ci"
-npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
-# test/peers-seed is shared with the audit tests: reinstall it only when its
-# node_modules does not match its lock file.
+# test/peers-seed (the seed design, supergateway, server-everything) is
+# shared with the audit tests: reinstall it only when its node_modules does
+# not match its lock file.
 if ! npm ls --prefix test/peers-seed --depth=0 >/dev/null 2>&1; then
 	npm ci --prefix test/peers-seed --no-audit --no-fund --loglevel=error
 fi
@@ -181,7 +182,7 @@ SG_JS="$SEEDMOD/supergateway/dist/index.js"
 EVERYTHING_JS="$SEEDMOD/@modelcontextprotocol/server-everything/dist/index.js"
 PRELOAD="$ROOT/bench/peers/bench-preload.cjs"
 pkgver() { node -p "require('$1/package.json').version"; }
-meta ws "$(pkgver "$ROOT/bench/peers/node_modules/ws") (bench/peers)"
+meta ws "$(pkgver "$SEEDMOD/ws") (test/peers-seed)"
 meta supergateway "$(pkgver "$SEEDMOD/supergateway") (test/peers-seed), --logLevel none"
 meta server_everything "$(pkgver "$SEEDMOD/@modelcontextprotocol/server-everything")"
 
@@ -315,7 +316,7 @@ start_server() { # kind tag
 		;;
 	seed)
 		SEED_TOKEN=$(cat "$WORK/token") SEED_RATE_MAX=1000000000 SEED_RATE_WINDOW_MS=1000 \
-			launch "$WORK/$tag.log" node --expose-gc --require "$PRELOAD" "$ROOT/bench/peers/seed-server.mjs" "$PORT"
+			launch "$WORK/$tag.log" node --expose-gc --require "$PRELOAD" "$ROOT/test/peers-seed/seed-server.mjs" "$PORT"
 		SPIDS=("$LPID")
 		;;
 	supergateway)

@@ -1,6 +1,7 @@
 // The design of the seed note (shared/seed/websocket-transport-security.txt),
 // reproduced faithfully with the `ws` package, so that `gateway audit` can be
-// tested against it. Its pieces are the note's code, joined as the note says:
+// tested against it and `make bench` can measure it next to the gateway. Its
+// pieces are the note's code, joined as the note says:
 //   - Origin allowlist on the upgrade; an absent Origin is allowed
 //     (non-browser clients); 403 and destroy otherwise.
 //   - First-message auth {type:'auth', token} within 5 s; close 1008
@@ -10,11 +11,18 @@
 //   - A per-connection limiter, 100 messages per 10 s (fixed window), in its
 //     own 'connection' handler, closing 1008 "Rate limit exceeded".
 // The note leaves verifyToken and handleMcpMessage open: verifyToken compares
-// with SEED_TOKEN (constant time), and handleMcpMessage is a trivial JSON-RPC
-// responder (initialize, ping, and an echo of anything else).
+// with SEED_TOKEN (constant time), and handleMcpMessage is a small JSON-RPC
+// responder: initialize, ping, tools/call echo as the gateway's builtin
+// server answers it ({"message": s} -> text content "Echo: " + s), and an
+// echo of the method and params for anything else.
+//
+// Benchmark settings (environment), so that the load is not refused, as the
+// gateway's own limits are raised for the same runs: SEED_RATE_MAX (messages
+// per window, default 100, the note's) and SEED_RATE_WINDOW_MS (default
+// 10000, the note's). The limiter still runs on every message.
 //
 // Usage: SEED_TOKEN=secret [SEED_ERROR_HANDLER=1] node seed-server.mjs [port]
-// (port 0 or none: any free port)
+// (port 0 or none: any free port; it listens on 127.0.0.1 only)
 // Prints "listening <port>" on stdout once it accepts connections.
 import { createServer } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -25,6 +33,9 @@ if (!TOKEN) {
   console.error('SEED_TOKEN is required');
   process.exit(2);
 }
+
+const RATE_MAX = Number(process.env.SEED_RATE_MAX || 100);
+const RATE_WINDOW_MS = Number(process.env.SEED_RATE_WINDOW_MS || 10_000);
 
 const ALLOWED_ORIGINS = new Set([
   'https://claude.ai',
@@ -43,9 +54,11 @@ function digest(s) {
   return createHash('sha256').update(String(s)).digest();
 }
 
+const tokenDigest = digest(TOKEN);
+
 function verifyToken(token) {
   if (typeof token !== 'string') return false;
-  return timingSafeEqual(digest(token), digest(TOKEN));
+  return timingSafeEqual(digest(token), tokenDigest);
 }
 
 function handleMcpMessage(ws, data) {
@@ -71,6 +84,17 @@ function handleMcpMessage(ws, data) {
     case 'ping':
       result = {};
       break;
+    case 'tools/call': {
+      const name = msg.params?.name;
+      const message = msg.params?.arguments?.message;
+      if (name !== 'echo' || typeof message !== 'string') {
+        const why = name !== 'echo' ? `Unknown tool: ${name}` : 'Invalid arguments for tool echo: message must be a string';
+        ws.send(JSON.stringify({ jsonrpc: '2.0', id: msg.id, error: { code: -32602, message: why } }));
+        return;
+      }
+      result = { content: [{ type: 'text', text: 'Echo: ' + message }] };
+      break;
+    }
     default:
       result = { echo: { method: msg.method, params: msg.params ?? null } };
   }
@@ -154,7 +178,7 @@ function makeRateLimiter(maxMessages, windowMs) {
   };
 }
 
-const checkRate = makeRateLimiter(100, 10_000); // 100 messages per 10 seconds
+const checkRate = makeRateLimiter(RATE_MAX, RATE_WINDOW_MS); // the note: 100 messages per 10 seconds
 
 wss.on('connection', (ws) => {
   ws.on('message', (data) => {
