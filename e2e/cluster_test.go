@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // requireBinary finds a system program the distributed tests need; with
@@ -285,7 +287,7 @@ func TestClusterRedisFailure(t *testing.T) {
 	for _, g := range nodes {
 		for !strings.Contains(g.Logs(), "redis reachable") {
 			if time.Now().After(deadline) {
-				t.Fatalf("no recovery after Redis came back:\n%s", truncate(g.Logs(), 4000))
+				t.Fatalf("no recovery after Redis came back:\n%s", wsraw.Truncate(g.Logs(), 4000))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -343,13 +345,13 @@ func TestClusterDrain(t *testing.T) {
 				case 1:
 					c.answered++
 				case 8:
-					c.closedWith, _ = parseClose(f.payload)
+					c.closedWith, _ = wsraw.ParseClose(f.payload)
 					c.unansweredAtClose = c.sent - c.answered
 					return
 				}
 				// An answer may be followed at once by the drain's close.
 				if f2, err := c.r.readFrame(20 * time.Millisecond); err == nil && f2.op == 8 {
-					c.closedWith, _ = parseClose(f2.payload)
+					c.closedWith, _ = wsraw.ParseClose(f2.payload)
 					c.unansweredAtClose = c.sent - c.answered
 					return
 				}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // More connections than the gateway's open-file limit: the gateway refuses
@@ -44,7 +46,7 @@ func TestMoreConnectionsThanFileLimit(t *testing.T) {
 		}
 		conns = append(conns, c)
 		// Each connection starts an upgrade so refusals are answered.
-		_, _ = c.Write([]byte(upgradeRequest(g.Addr, "/mcp")))
+		_, _ = c.Write([]byte(wsraw.UpgradeRequest(g.Addr, "/mcp")))
 	}
 	upgraded, with503 := 0, 0
 	for _, c := range conns {
@@ -128,7 +130,7 @@ func TestMoreConnectionsThanRealFileLimit(t *testing.T) {
 		} `json:"errors"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("bench exit %d: %v\n%s\n%s", code, err, truncate(out, 2000), truncate(errOut, 2000))
+		t.Fatalf("bench exit %d: %v\n%s\n%s", code, err, wsraw.Truncate(out, 2000), wsraw.Truncate(errOut, 2000))
 	}
 	t.Logf("established %d, failed %d, errors %v", rep.Connections.Established, rep.Connections.Failed, rep.Errors)
 	if rep.Connections.Established > 17936 || rep.Connections.Established < 15000 {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // SPEC 4.4: after authentication.
@@ -105,10 +107,7 @@ func TestAfterAuth(t *testing.T) {
 
 	t.Run("2 GiB header refused at once with 1009", func(t *testing.T) {
 		r := dialAuthed(t, g.Addr, aliceToken)
-		h := []byte{0x81, 0x80 | 127}
-		h = binary.BigEndian.AppendUint64(h, 2<<30)
-		h = append(h, testMask[:]...)
-		r.write(h) // no payload follows
+		r.write(wsraw.Header(true, 0, 1, 2<<30)) // no payload follows
 		r.expectClose(1009, "", 2*time.Second)
 	})
 	t.Run("pre-auth cap is smaller", func(t *testing.T) {
@@ -190,7 +189,7 @@ func TestSlowConsumer(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for g.Metric(t, `gateway_messages_rejected_total{reason="slow_consumer"}`) < 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("slow reader never cut; logs:\n%s", truncate(g.Logs(), 3000))
+			t.Fatalf("slow reader never cut; logs:\n%s", wsraw.Truncate(g.Logs(), 3000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // dialFrom opens an upgrade from a given loopback source address.
@@ -77,7 +79,7 @@ backend gw
 	deadline := time.Now().Add(3 * time.Second)
 	for !strings.Contains(g.Logs(), `"remote":"127.0.0.3","subject":"alice"`) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no log line with the real client address:\n%s", truncate(g.Logs(), 3000))
+			t.Fatalf("no log line with the real client address:\n%s", wsraw.Truncate(g.Logs(), 3000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -92,7 +94,7 @@ func TestUntrustedProxyHeaderRefused(t *testing.T) {
 	c, err := net.Dial("tcp", g.Addr)
 	must(t, err)
 	defer c.Close()
-	_, _ = c.Write([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 4444 80\r\n" + upgradeRequest(g.Addr, "/mcp")))
+	_, _ = c.Write([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 4444 80\r\n" + wsraw.UpgradeRequest(g.Addr, "/mcp")))
 	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	buf := make([]byte, 64)
 	n, _ := c.Read(buf)

@@ -2,15 +2,15 @@ package e2e
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // raw is a deliberately low-level WebSocket client: it writes any bytes,
@@ -22,24 +22,11 @@ type raw struct {
 	resp *http.Response
 }
 
-// upgradeRequest builds a valid upgrade request; extra header lines are
-// appended verbatim ("Origin: x").
-func upgradeRequest(host, path string, extra ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", path, host)
-	for _, h := range extra {
-		b.WriteString(h + "\r\n")
-	}
-	b.WriteString("\r\n")
-	return b.String()
-}
-
 // dialRaw connects and sends an upgrade request; it returns the client with
 // the HTTP response read (101 or a refusal).
 func dialRaw(t testing.TB, addr, path string, extra ...string) *raw {
 	t.Helper()
-	return dialRawRequest(t, addr, upgradeRequest(addr, path, extra...))
+	return dialRawRequest(t, addr, wsraw.UpgradeRequest(addr, path, extra...))
 }
 
 func dialRawRequest(t testing.TB, addr, req string) *raw {
@@ -52,7 +39,7 @@ func dialRawRequest(t testing.TB, addr, req string) *raw {
 
 // dialOver upgrades over an existing connection.
 func dialOver(t testing.TB, c net.Conn, addr string) *raw {
-	return requestOver(t, c, upgradeRequest(addr, "/mcp"))
+	return requestOver(t, c, wsraw.UpgradeRequest(addr, "/mcp"))
 }
 
 func requestOver(t testing.TB, c net.Conn, req string) *raw {
@@ -83,39 +70,15 @@ func dialAuthed(t testing.TB, addr, token string) *raw {
 	return r
 }
 
-var testMask = [4]byte{0x11, 0x22, 0x33, 0x44}
-
-// frame builds one client frame. masked=false makes an illegal unmasked frame.
+// buildFrame builds one client frame (wsraw's); masked=false makes an
+// illegal unmasked frame.
 func buildFrame(fin bool, rsv, op byte, masked bool, payload []byte) []byte {
-	b0 := op & 0x0f
-	if fin {
-		b0 |= 0x80
-	}
-	b0 |= (rsv & 7) << 4
-	out := []byte{b0}
-	var mbit byte
 	if masked {
-		mbit = 0x80
+		return wsraw.Frame(fin, rsv, op, payload)
 	}
-	n := len(payload)
-	switch {
-	case n < 126:
-		out = append(out, mbit|byte(n))
-	case n <= 0xffff:
-		out = append(out, mbit|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, mbit|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	if masked {
-		out = append(out, testMask[:]...)
-		for i, c := range payload {
-			out = append(out, c^testMask[i%4])
-		}
-	} else {
-		out = append(out, payload...)
-	}
-	return out
+	f := wsraw.Unmasked(fin, op, payload)
+	f[0] |= (rsv & 7) << 4
+	return f
 }
 
 func (r *raw) write(b []byte) {
@@ -135,37 +98,8 @@ type serverFrame struct {
 }
 
 func (r *raw) readFrame(timeout time.Duration) (serverFrame, error) {
-	_ = r.c.SetReadDeadline(time.Now().Add(timeout))
-	var h [2]byte
-	if _, err := io.ReadFull(r.br, h[:]); err != nil {
-		return serverFrame{}, err
-	}
-	if h[1]&0x80 != 0 {
-		return serverFrame{}, errors.New("server sent a masked frame")
-	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var l [2]byte
-		if _, err := io.ReadFull(r.br, l[:]); err != nil {
-			return serverFrame{}, err
-		}
-		n = uint64(binary.BigEndian.Uint16(l[:]))
-	case 127:
-		var l [8]byte
-		if _, err := io.ReadFull(r.br, l[:]); err != nil {
-			return serverFrame{}, err
-		}
-		n = binary.BigEndian.Uint64(l[:])
-	}
-	if n > 64<<20 {
-		return serverFrame{}, fmt.Errorf("server frame of %d bytes", n)
-	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r.br, p); err != nil {
-		return serverFrame{}, err
-	}
-	return serverFrame{fin: h[0]&0x80 != 0, op: h[0] & 0x0f, payload: p}, nil
+	f, err := (&wsraw.Conn{C: r.c, BR: r.br}).ReadFrame(timeout)
+	return serverFrame{fin: f.Fin, op: f.Op, payload: f.Payload}, err
 }
 
 // readText returns the next text message, answering nothing and skipping pings.
@@ -180,7 +114,7 @@ func (r *raw) readText() string {
 		case 1:
 			return string(f.payload)
 		case 8:
-			code, reason := parseClose(f.payload)
+			code, reason := wsraw.ParseClose(f.payload)
 			r.t.Fatalf("expected text, got close %d %q", code, reason)
 		case 9, 10:
 			continue
@@ -188,13 +122,6 @@ func (r *raw) readText() string {
 			r.t.Fatalf("expected text, got opcode %d", f.op)
 		}
 	}
-}
-
-func parseClose(p []byte) (int, string) {
-	if len(p) < 2 {
-		return 1005, ""
-	}
-	return int(binary.BigEndian.Uint16(p)), string(p[2:])
 }
 
 // expectClose reads until a close frame and checks its code and reason
@@ -210,13 +137,13 @@ func (r *raw) expectClose(code int, reason string, timeout time.Duration) time.T
 		switch f.op {
 		case 8:
 			at := time.Now()
-			gotCode, gotReason := parseClose(f.payload)
+			gotCode, gotReason := wsraw.ParseClose(f.payload)
 			if gotCode != code || (reason != "" && gotReason != reason) {
 				r.t.Fatalf("close %d %q, want %d %q", gotCode, gotReason, code, reason)
 			}
 			return at
 		case 1:
-			r.t.Fatalf("waiting for close %d, got text %q", code, truncate(string(f.payload), 200))
+			r.t.Fatalf("waiting for close %d, got text %q", code, wsraw.Truncate(string(f.payload), 200))
 		}
 	}
 }
@@ -235,11 +162,4 @@ func (r *raw) expectEOF(timeout time.Duration) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		r.t.Fatalf("connection still open after %v", timeout)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

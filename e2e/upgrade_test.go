@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // SPEC 4.1, one gateway for the rows that share a config.
@@ -140,7 +142,7 @@ func TestHandshakeRatePerIP(t *testing.T) {
 	c2, err := d.Dial("tcp", g.Addr)
 	must(t, err)
 	defer c2.Close()
-	if _, err := c2.Write([]byte(upgradeRequest(g.Addr, "/mcp"))); err != nil {
+	if _, err := c2.Write([]byte(wsraw.UpgradeRequest(g.Addr, "/mcp"))); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 32)
