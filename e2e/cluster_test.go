@@ -41,7 +41,7 @@ type redisServer struct {
 // startRedis runs an isolated redis-server on a free port, with no
 // persistence, that the test can kill and restart.
 func startRedis(t *testing.T) *redisServer {
-	r := &redisServer{t: t, port: freePort(t)}
+	r := &redisServer{t: t, port: wsraw.FreePort(t)}
 	r.start()
 	t.Cleanup(r.kill)
 	return r
@@ -81,7 +81,7 @@ func (r *redisServer) kill() {
 // in front of the gateways and returns the frontend address.
 func startHAProxy(t *testing.T, nodes []*gateway) string {
 	bin := requireBinary(t, "haproxy")
-	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	front := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
   maxconn 4000

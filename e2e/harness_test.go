@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 var gatewayBin string
@@ -66,17 +68,6 @@ const (
 )
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
-
-// freePort finds a loopback port nobody listens on right now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 type gateway struct {
 	t       testing.TB
@@ -176,8 +167,8 @@ func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string,
 	t.Helper()
 	dir := t.TempDir()
 	g := &gateway{t: t, Dir: dir, exited: make(chan struct{})}
-	g.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g.Admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g.Addr = fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
+	g.Admin = fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
 	cfg := baseConfig(g.Addr, g.Admin)
 	for _, o := range opts {
 		o(cfg)

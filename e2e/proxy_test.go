@@ -31,7 +31,7 @@ func TestHAProxyProxyProtocol(t *testing.T) {
   trusted_cidrs: ["127.0.0.1/32"]
   proxy_protocol: true`), with("ratelimit", `
   handshakes_per_ip: {count: 3, window: 10s}`))
-	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	front := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
 	must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global
   maxconn 100

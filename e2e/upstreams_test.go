@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // everything returns the path of server-everything's entry point, pinned in
@@ -30,7 +32,7 @@ func everything(t *testing.T) string {
 // startEverythingHTTP runs server-everything's Streamable HTTP transport.
 func startEverythingHTTP(t *testing.T) string {
 	entry := everything(t)
-	port := freePort(t)
+	port := wsraw.FreePort(t)
 	cmd := exec.Command("node", entry, "streamableHttp")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
 	must(t, cmd.Start())
