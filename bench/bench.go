@@ -189,11 +189,14 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 	// A short lead so that every worker has the start instant before it passes.
 	start := time.Now().Add(50 * time.Millisecond)
 	cpu0, cpuOK := processCPUSecs()
+	host := startHostSampler(readProcStat)
 	if err := each(runners, func(_ int, r runner) error { return r.run(ctx, start) }); err != nil {
+		host.stop()
 		return nil, err
 	}
 	runSecs := time.Since(start).Seconds()
 	cpu1, _ := processCPUSecs()
+	hostStats := host.stop()
 	end, _ := sample()
 	prog.set("closing", 0)
 	parts := make([]*Partial, len(runners))
@@ -212,6 +215,7 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 		m.merge(p)
 	}
 	rep := buildReport(o, started, nw, &m)
+	rep.Host = hostStats
 	if o.Mode == ModeCall && cpuOK {
 		// This process's CPU (its own engine, or the driving of the
 		// workers) plus what each worker measured over its call phase.

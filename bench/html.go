@@ -240,6 +240,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 <table>
 <tr><td>settings</td><td>auth {{.R.Settings.Auth}}, initialize {{.R.Settings.Init}}, subprotocol "{{.R.Settings.Subprotocol}}", ramp {{.R.Settings.Ramp}}/s, timeout {{.R.Settings.Timeout}}, {{.R.Settings.Workers}} process(es), {{.R.Settings.SourceIPs}} source address(es)</td></tr>
 <tr><td>machine</td><td>{{.R.Machine.CPU}}, {{.R.Machine.CPUs}} CPUs, {{.R.Machine.MemTotal}}, {{.R.Machine.OS}} {{.R.Machine.Kernel}}, {{.R.Machine.GoVersion}}</td></tr>
+{{with .R.Host}}{{range .CPUs}}<tr><td>cpu{{.CPU}} over the run</td><td>busy {{f1 .BusyPct}} % (softirq {{f1 .SoftIRQPct}} %), steal {{f1 .StealPct}} % (worst 100 ms window: {{f1 .StealMaxPct}} %)</td></tr>{{end}}{{end}}
 </table>
 <script type="application/json" id="report">{{.JSON}}</script>
 </body></html>

@@ -28,6 +28,7 @@ type Report struct {
 	ErrorTotal  int64           `json:"error_total"`
 	Server      *ServerStats    `json:"server,omitempty"`
 	Generator   *GeneratorStats `json:"generator,omitempty"` // the bench's own CPU in the call phase (bench.go)
+	Host        *HostStats      `json:"host,omitempty"`      // the machine's CPUs over the run phase (host.go)
 	PerSecond   []int64         `json:"calls_per_second,omitempty"`
 	Hists       map[string]Hist `json:"hdr,omitempty"` // HdrHistogram V2 base64, µs
 }
@@ -236,6 +237,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if g := r.Generator; g != nil {
 		b.WriteString(g.text())
+	}
+	if h := r.Host; h != nil && len(h.CPUs) > 0 {
+		b.WriteString(h.text())
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -362,6 +362,7 @@ func (rs *results) document() []block {
 	doc = append(doc, rs.floorBlocks()...)
 	doc = append(doc, rs.figureBlocks()...)
 	doc = append(doc, rs.roundsBlocks()...)
+	doc = append(doc, rs.hostBlocks()...)
 	doc = append(doc, rs.detailBlocks()...)
 	var notes []string
 	for _, n := range rs.meta["note"] {

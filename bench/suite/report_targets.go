@@ -87,8 +87,8 @@ func (rs *results) targetBlocks() []block {
 	if g := rs.pickBy("gateway", "open-low", callP99); g != nil && g.rep != nil {
 		v := callP99(g)
 		t.add(fmt.Sprintf("open loop, %s connections, %s calls/s: p99 <= 2 ms", thousands(int64(g.rep.Settings.Conns)), thousands(int64(g.rep.Settings.Rate))),
-			fmt.Sprintf("p99 %s ms%s (generator send lag p99 %s ms; %s calls/s done)%s", f3(v), rs.p99Rounds("gateway", "open-low"),
-				f3(pct(g, "send_lag", p99)), f1(callsPerSec(g)), generatorLimited(g)),
+			fmt.Sprintf("p99 %s ms%s (generator send lag p99 %s ms; %s calls/s done)%s%s%s", f3(v), rs.p99Rounds("gateway", "open-low"),
+				f3(pct(g, "send_lag", p99)), f1(callsPerSec(g)), generatorLimited(g), rs.stealText(g), rs.floorP99Text("open-low")),
 			verdict(v, 2))
 	} else {
 		t.add("open loop, 1,000 connections, 20,000 calls/s: p99 <= 2 ms", na, "not measured")

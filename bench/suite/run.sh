@@ -140,6 +140,7 @@ if [ "${BENCH_NO_PIN:-}" != 1 ] && command -v taskset >/dev/null && [ "$(nproc)"
 	SRV=(taskset -c 1)
 	GEN=(taskset -c 0)
 	meta pinning "servers (and their child processes) on CPU 1, load generator and helpers on CPU 0, with taskset"
+	meta server_cpu 1
 else
 	meta pinning "none (fewer than 2 CPUs, no taskset, or BENCH_NO_PIN=1)"
 fi
