@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"encoding/binary"
 	"strconv"
 	"unicode/utf8"
 )
@@ -154,6 +155,26 @@ func StringEquals(raw []byte, s string) bool {
 		j += n
 	}
 	return j == len(s)
+}
+
+// isPlain reports whether the content of a JSON string is ASCII without
+// escapes, so that it decodes to itself. (Non-ASCII bytes may be invalid
+// UTF-8, which decodes to U+FFFD.)
+func isPlain(raw []byte) bool {
+	i := 0
+	for ; i+8 <= len(raw); i += 8 {
+		v := binary.LittleEndian.Uint64(raw[i:])
+		s := v ^ (lsb * '\\')
+		if (v|((s-lsb)&^s))&msb != 0 {
+			return false
+		}
+	}
+	for ; i < len(raw); i++ {
+		if c := raw[i]; c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func unescapeByte(c byte) byte {

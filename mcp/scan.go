@@ -200,7 +200,13 @@ func Scan(msg []byte) (Envelope, error) {
 				return env, ErrParse
 			}
 			i = skipSpace(msg, i+1)
-			vEnd, vEsc := validValue(msg, i)
+			var vEnd int
+			var vEsc bool
+			if i < len(msg) && msg[i] == '"' { // skip validValue's switch
+				vEnd, vEsc = scanString(msg, i)
+			} else {
+				vEnd, vEsc = validValue(msg, i)
+			}
 			if vEnd < 0 {
 				return env, ErrParse
 			}
@@ -255,7 +261,8 @@ func Scan(msg []byte) (Envelope, error) {
 			return env, ErrInvalidRequest
 		}
 		// Invalid UTF-8 decodes to U+FFFD, so it needs decoding like escapes.
-		if esc[mMethod] || !utf8.Valid(method) {
+		// (isPlain first: utf8.Valid costs more on a short ASCII name.)
+		if esc[mMethod] || !isPlain(method[1:len(method)-1]) && !utf8.Valid(method) {
 			env.Method, env.MethodEscaped = method, true
 		} else {
 			env.Method = method[1 : len(method)-1]
@@ -330,12 +337,29 @@ func (it *Batch) Next() ([]byte, bool) {
 // JSON.parse, so the answer agrees with any upstream that decodes obj. Keys
 // with escapes are compared decoded.
 func Lookup(obj []byte, key string) ([]byte, bool) {
-	var v [1][]byte
-	keys := [1]string{key}
-	if !Members(obj, keys[:], v[:]) || v[0] == nil {
+	// Members for one key, without its slices: this is on the hot path.
+	var v []byte
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
 		return nil, false
 	}
-	return v[0], true
+	i = skipSpace(obj, i+1)
+	for i < len(obj) && obj[i] == '"' {
+		kStart := i
+		kEnd, plain := skipKey(obj, i)
+		if i = memberValue(obj, kEnd); i < 0 {
+			return nil, false
+		}
+		vEnd := valueEnd(obj, i)
+		if vEnd <= i {
+			return nil, false
+		}
+		if keyIs(obj[kStart:kEnd], plain, key) {
+			v = obj[i:vEnd]
+		}
+		i = nextMember(obj, vEnd)
+	}
+	return v, v != nil
 }
 
 // Members looks up several members of the JSON object obj in one pass:
@@ -350,26 +374,73 @@ func Members(obj []byte, keys []string, vals [][]byte) bool {
 	}
 	i = skipSpace(obj, i+1)
 	for i < len(obj) && obj[i] == '"' {
-		kEnd := skipString(obj, i)
-		k := obj[i:kEnd]
-		i = skipSpace(obj, kEnd)
-		if i >= len(obj) || obj[i] != ':' {
+		kStart := i
+		kEnd, plain := skipKey(obj, i)
+		if i = memberValue(obj, kEnd); i < 0 {
 			return false
 		}
-		i = skipSpace(obj, i+1)
-		vEnd := skipValue(obj, i)
+		vEnd := valueEnd(obj, i)
 		if vEnd <= i {
 			return false
 		}
 		for n, key := range keys {
-			if StringEquals(k, key) {
+			if keyIs(obj[kStart:kEnd], plain, key) {
 				vals[n] = obj[i:vEnd]
 			}
 		}
-		i = skipSpace(obj, vEnd)
-		if i < len(obj) && obj[i] == ',' {
-			i = skipSpace(obj, i+1)
-		}
+		i = nextMember(obj, vEnd)
 	}
 	return true
+}
+
+// keyIs reports whether the raw key k decodes to s; plain is from skipKey.
+func keyIs(k []byte, plain bool, s string) bool {
+	if plain { // it decodes to itself: compare bytes, length first
+		return len(k) == len(s)+2 && string(k[1:len(k)-1]) == s
+	}
+	return StringEquals(k, s)
+}
+
+// memberValue returns the start of the value after a key that ends at
+// b[kEnd], past the colon and space, or -1 when there is no colon.
+func memberValue(b []byte, kEnd int) int {
+	i := skipSpace(b, kEnd)
+	if i >= len(b) || b[i] != ':' {
+		return -1
+	}
+	return skipSpace(b, i+1)
+}
+
+// valueEnd is skipValue with the common string case first.
+func valueEnd(b []byte, i int) int {
+	if i < len(b) && b[i] == '"' {
+		return skipString(b, i)
+	}
+	return skipValue(b, i)
+}
+
+// nextMember returns the start of the key after the value that ends at
+// b[vEnd] (or the index of the closing brace).
+func nextMember(b []byte, vEnd int) int {
+	i := skipSpace(b, vEnd)
+	if i < len(b) && b[i] == ',' {
+		i = skipSpace(b, i+1)
+	}
+	return i
+}
+
+// skipKey returns the end of the string at obj[i] == '"' (as skipString)
+// and whether its content is plain (see isPlain). Keys are short: a byte
+// loop is quicker than skipString and isPlain together.
+func skipKey(obj []byte, i int) (int, bool) {
+	for j := i + 1; j < len(obj); j++ {
+		c := obj[j]
+		if c == '"' {
+			return j + 1, true
+		}
+		if c == '\\' || c >= utf8.RuneSelf {
+			return skipString(obj, i), false
+		}
+	}
+	return len(obj), false
 }

@@ -41,7 +41,8 @@ var hexVal = func() (t [256]int8) {
 func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
 
 func skipSpace(b []byte, i int) int {
-	for i < len(b) && isSpace(b[i]) {
+	// b[i] > ' ' first: compact JSON has no space, so one compare ends it.
+	for i < len(b) && b[i] <= ' ' && isSpace(b[i]) {
 		i++
 	}
 	return i
@@ -61,9 +62,22 @@ func scanString(b []byte, i int) (int, bool) {
 	i++
 	esc := false
 	for {
-		i = skipSafe(b, i)
-		if i >= len(b) {
-			return -1, esc
+		// skipSafe, inlined by hand: a message is mostly short strings, and
+		// the call cost as much as the scan.
+		if i+8 <= len(b) {
+			m := stopMask(binary.LittleEndian.Uint64(b[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		} else {
+			for i < len(b) && strSafe[b[i]] {
+				i++
+			}
+			if i >= len(b) {
+				return -1, esc
+			}
 		}
 		switch b[i] {
 		case '"':
@@ -95,18 +109,22 @@ const (
 	msb = 0x8080808080808080
 )
 
+// stopMask flags (0x80 in the byte) each byte of the 8 in v (little endian)
+// that ends or escapes a string or is a control character: q == 0 (quote),
+// s == 0 (backslash), or v < 0x20. The lowest flagged byte is exact (borrows
+// only run upward from a real match); the ones above it may be false.
+func stopMask(v uint64) uint64 {
+	q := v ^ (lsb * '"')
+	s := v ^ (lsb * '\\')
+	return (((q - lsb) &^ q) | ((s - lsb) &^ s) | ((v - lsb*0x20) &^ v)) & msb
+}
+
 // skipSafe returns the index of the first byte at or after i that ends or
 // escapes a string or is a control character. It tests 8 bytes at a time
-// (SWAR): strings are most of the bytes of an MCP message. In each mask the
-// lowest flagged byte is exact (borrows only run upward from a real match),
-// so the first offending byte is found without a byte loop.
+// (SWAR): strings are most of the bytes of an MCP message.
 func skipSafe(b []byte, i int) int {
 	for ; i+8 <= len(b); i += 8 {
-		v := binary.LittleEndian.Uint64(b[i:])
-		q := v ^ (lsb * '"')
-		s := v ^ (lsb * '\\')
-		// Per byte: q == 0 (quote), s == 0 (backslash), or v < 0x20.
-		if m := (((q - lsb) &^ q) | ((s - lsb) &^ s) | ((v - lsb*0x20) &^ v)) & msb; m != 0 {
+		if m := stopMask(binary.LittleEndian.Uint64(b[i:])); m != 0 {
 			return i + bits.TrailingZeros64(m)>>3
 		}
 	}
@@ -196,7 +214,8 @@ func validValue(b []byte, i int) (int, bool) {
 func validContainer(b []byte, i int) int {
 	var small [2]uint64
 	stack := small[:]
-	depth := 0 // open containers; the bit of level d is stack[d/64]>>(d%64)
+	depth := uint(0)  // open containers; the bit of level d is stack[d/64]>>(d%64)
+	inObject := false // the bit of the innermost level, kept at hand
 	for {
 		// Here b[i] starts a value (possibly after space).
 		i = skipSpace(b, i)
@@ -204,20 +223,26 @@ func validContainer(b []byte, i int) int {
 			return -1
 		}
 		switch c := b[i]; c {
+		case '"': // the most common value: no detour through validValue
+			if i, _ = scanString(b, i); i < 0 {
+				return -1
+			}
 		case '{', '[':
 			if depth >= maxDepth {
 				return -1
 			}
-			if depth/64 >= len(stack) {
+			w, bit := depth/64, uint64(1)<<(depth%64)
+			if w >= uint(len(stack)) {
 				stack = append(stack, 0)
 			}
-			w, bit := depth/64, uint64(1)<<(depth%64)
 			depth++
 			i = skipSpace(b, i+1)
-			if c == '[' {
+			inObject = c == '{'
+			if !inObject {
 				stack[w] &^= bit
 				if i < len(b) && b[i] == ']' {
 					depth--
+					inObject = isObjectLevel(stack, depth)
 					i++
 					break
 				}
@@ -226,6 +251,7 @@ func validContainer(b []byte, i int) int {
 			stack[w] |= bit
 			if i < len(b) && b[i] == '}' {
 				depth--
+				inObject = isObjectLevel(stack, depth)
 				i++
 				break
 			}
@@ -247,8 +273,6 @@ func validContainer(b []byte, i int) int {
 			if i >= len(b) {
 				return -1
 			}
-			d := depth - 1
-			inObject := stack[d/64]&(1<<(d%64)) != 0
 			c := b[i]
 			if c == ',' {
 				i++
@@ -261,12 +285,23 @@ func validContainer(b []byte, i int) int {
 			}
 			if (c == '}' && inObject) || (c == ']' && !inObject) {
 				depth--
+				inObject = isObjectLevel(stack, depth)
 				i++
 				continue
 			}
 			return -1
 		}
 	}
+}
+
+// isObjectLevel reports whether the container enclosing level depth (the
+// innermost one once depth levels are open) is an object; false at depth 0.
+func isObjectLevel(stack []uint64, depth uint) bool {
+	if depth == 0 {
+		return false
+	}
+	d := depth - 1
+	return stack[d/64]>>(d%64)&1 != 0
 }
 
 // objectKey validates `"key" :` at b[i] and returns the index after the colon.
