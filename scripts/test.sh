@@ -13,6 +13,11 @@ if [ -n "$unformatted" ]; then
 	echo "not gofmt'ed:"; echo "$unformatted"; exit 1
 fi
 
+echo "== shell scripts parse"
+for f in $(git ls-files '*.sh' 2>/dev/null || find scripts bench .ci -name '*.sh'); do
+	bash -n "$f"
+done
+
 echo "== go vet"
 go vet ./...
 
