@@ -25,6 +25,7 @@ func sampleReport(t *testing.T) *Report {
 	rep.Server = serverStats("/proc (pid 1)", serverSample{RSSBytes: 10 << 20, CPUSecs: 1},
 		serverSample{RSSBytes: 10<<20 + 5*2048, CPUSecs: 1.5}, serverSample{RSSBytes: 10<<20 + 5*1024, CPUSecs: 2},
 		&m, 2, nil)
+	rep.Host = &HostStats{Secs: 2, CPUs: []CPUTime{{CPU: 0, BusyPct: 80, SoftIRQPct: 20, StealPct: 0.5, StealMaxPct: 10}, {CPU: 1, BusyPct: 50, StealPct: 3, StealMaxPct: 40}}}
 	return rep
 }
 
@@ -60,6 +61,7 @@ func TestReportText(t *testing.T) {
 		"p50", "p99.9", "call", "0.400",
 		"errors: 3", "call/timeout", "hold/close 1008 Rate limit exceeded",
 		"1.00 KiB/conn at end", "100000.00 µs/call",
+		"host CPUs over the run (2.0 s, from /proc/stat): cpu0 busy 80.0% (softirq 20.0%), steal 0.5% (worst 100 ms: 10%); cpu1 busy 50.0% (softirq 0.0%), steal 3.0% (worst 100 ms: 40%)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -88,7 +90,7 @@ func TestReportJSONRoundTrip(t *testing.T) {
 		t.Fatal("histogram lost in the JSON")
 	}
 	// Field names that scripts rely on.
-	for _, k := range []string{`"latency_ms"`, `"p99_9"`, `"error_total"`, `"kib_per_conn_end"`, `"cpu_us_per_call"`, `"hdr"`} {
+	for _, k := range []string{`"latency_ms"`, `"p99_9"`, `"error_total"`, `"kib_per_conn_end"`, `"cpu_us_per_call"`, `"hdr"`, `"steal_max_pct"`} {
 		if !strings.Contains(a.String(), k) {
 			t.Errorf("JSON lacks %s", k)
 		}
@@ -116,6 +118,9 @@ func TestReportHTMLSelfContained(t *testing.T) {
 	// no http(s) address at all.
 	if m := regexp.MustCompile(`(?i)(src|href)\s*=|url\(|@import|https?://`).FindString(h); m != "" {
 		t.Errorf("HTML references something outside itself: %q", m)
+	}
+	if !strings.Contains(h, "<td>cpu1 over the run</td><td>busy 50.0 % (softirq 0.0 %), steal 3.0 % (worst 100 ms window: 40.0 %)</td>") {
+		t.Error("HTML lacks the host CPUs")
 	}
 	if !strings.Contains(h, "<style>") || !strings.Contains(h, `id="report"`) {
 		t.Error("HTML lacks inline CSS or the embedded JSON")
