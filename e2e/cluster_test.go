@@ -296,7 +296,7 @@ func TestClusterRedisFailure(t *testing.T) {
 	wg.Wait()
 	for _, g := range nodes {
 		select {
-		case <-g.exited:
+		case <-g.Exited():
 			t.Fatal("a gateway exited")
 		default:
 		}
@@ -359,7 +359,7 @@ func TestClusterDrain(t *testing.T) {
 		}()
 	}
 	time.Sleep(500 * time.Millisecond)
-	must(t, nodes[0].cmd.Process.Signal(syscall.SIGTERM))
+	must(t, nodes[0].Signal(syscall.SIGTERM))
 	wg.Wait()
 	drained := 0
 	for _, c := range clients {
@@ -374,9 +374,9 @@ func TestClusterDrain(t *testing.T) {
 		t.Fatal("no client of the drained node saw close 1001")
 	}
 	select {
-	case <-nodes[0].exited:
-		if nodes[0].exitErr != nil {
-			t.Fatalf("drained node exit: %v", nodes[0].exitErr)
+	case <-nodes[0].Exited():
+		if nodes[0].ExitErr() != nil {
+			t.Fatalf("drained node exit: %v", nodes[0].ExitErr())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("drained node did not exit")

@@ -12,16 +12,16 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	g := startGateway(t, with("drain_timeout", "5s"))
 	a := dialAuthed(t, g.Addr, aliceToken)
 	b := dialRaw(t, g.Addr, "/mcp") // still pending auth
-	must(t, g.cmd.Process.Signal(syscall.SIGTERM))
+	must(t, g.Signal(syscall.SIGTERM))
 	a.expectClose(1001, "Going away", 5*time.Second)
 	b.expectClose(1001, "Going away", 5*time.Second)
 	select {
-	case <-g.exited:
+	case <-g.Exited():
 	case <-time.After(10 * time.Second):
 		t.Fatal("gateway did not exit after drain")
 	}
-	if g.exitErr != nil {
-		t.Fatalf("exit: %v\n%s", g.exitErr, g.Logs())
+	if g.ExitErr() != nil {
+		t.Fatalf("exit: %v\n%s", g.ExitErr(), g.Logs())
 	}
 	if _, err := http.Get("http://" + g.Admin + "/readyz"); err == nil {
 		t.Fatal("admin still answering after exit")

@@ -90,8 +90,8 @@ func TestMoreConnectionsThanFileLimit(t *testing.T) {
 	fresh.sendText(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
 	fresh.readText()
 	select {
-	case <-g.exited:
-		t.Fatalf("gateway exited: %v", g.exitErr)
+	case <-g.Exited():
+		t.Fatalf("gateway exited: %v", g.ExitErr())
 	default:
 	}
 }

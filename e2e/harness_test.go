@@ -1,21 +1,15 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,27 +63,12 @@ const (
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 
-type gateway struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	Addr    string // host:port of the WebSocket listener
-	Admin   string
-	Dir     string
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	exited  chan struct{}
-	exitErr error
-}
+// gateway is a running gateway process (wsraw's harness) with the e2e
+// suite's helpers.
+type gateway struct{ *wsraw.Gateway }
 
 // URL is the ws:// URL of path on the gateway.
 func (g *gateway) URL(path string) string { return "ws://" + g.Addr + path }
-
-// Logs returns everything the gateway wrote to stderr so far.
-func (g *gateway) Logs() string {
-	g.logMu.Lock()
-	defer g.logMu.Unlock()
-	return g.log.String()
-}
 
 // waitNoConnections waits until the readiness probe's connection (and any
 // other) is closed on the gateway's side, for tests that count connections.
@@ -113,14 +92,6 @@ func (g *gateway) waitLog(s string, timeout time.Duration) bool {
 			return false
 		}
 	}
-}
-
-type logWriter struct{ g *gateway }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.g.logMu.Lock()
-	defer w.g.logMu.Unlock()
-	return w.g.log.Write(p)
 }
 
 // baseConfig is a complete config for tests; extra YAML is appended, and
@@ -165,98 +136,21 @@ func startGateway(t testing.TB, opts ...option) *gateway {
 // wrap it in a shell that lowers its file limit).
 func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string, []string), opts ...option) *gateway {
 	t.Helper()
-	dir := t.TempDir()
-	g := &gateway{t: t, Dir: dir, exited: make(chan struct{})}
-	g.Addr = fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
-	g.Admin = fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
-	cfg := baseConfig(g.Addr, g.Admin)
+	addr := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
+	cfg := baseConfig(addr, admin)
 	for _, o := range opts {
 		o(cfg)
 	}
-	var b strings.Builder
-	for _, k := range []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit", "upstreams", "routes", "admin", "log", "drain_timeout", "redis", "proxy", "insecure_plaintext", "reuse_port"} {
-		if v, ok := cfg[k]; ok {
-			fmt.Fprintf(&b, "%s: %s\n", k, v)
-		}
-	}
-	must(t, os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(b.String()), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "tokens.txt"), []byte(
-		"# sha256 subject\n"+sha(aliceToken)+" alice\n"+sha(bobToken)+" bob\n"), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "jwt.key"), []byte(jwtSecret+"\n"), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(adminToken+"\n"), 0o600))
-
-	bin, args := gatewayBin, []string{"serve", "-c", filepath.Join(dir, "gateway.yaml")}
-	if wrap != nil {
-		bin, args = wrap(bin, args)
-	}
-	g.cmd = exec.Command(bin, args...)
-	g.cmd.Dir = dir
-	g.cmd.Stdout = logWriter{g}
-	g.cmd.Stderr = logWriter{g}
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	must(t, g.cmd.Start())
-	go func() { g.exitErr = g.cmd.Wait(); close(g.exited) }()
-	t.Cleanup(func() { g.Stop() })
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + g.Admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				if c, err := net.Dial("tcp", g.Addr); err == nil {
-					c.Close()
-					return g
-				}
-			}
-		}
-		select {
-		case <-g.exited:
-			t.Fatalf("gateway exited at start: %v\n%s", g.exitErr, g.Logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready in 15s\n%s", g.Logs())
-		}
-		time.Sleep(30 * time.Millisecond)
-	}
-}
-
-// Stop sends SIGTERM, waits, and kills after 10 s.
-func (g *gateway) Stop() {
-	select {
-	case <-g.exited:
-		return
-	default:
-	}
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
-		<-g.exited
-		g.t.Errorf("gateway did not stop on SIGTERM within 10s")
-	}
-}
-
-// Metric returns the value of one sample line of /metrics, e.g.
-// `gateway_closes_total{code="1009"}`; 0 when absent.
-func (g *gateway) Metric(t testing.TB, sample string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + g.Admin + "/metrics")
-	must(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, sample+" ") {
-			var v float64
-			fmt.Sscanf(line[len(sample)+1:], "%g", &v)
-			return v
-		}
-	}
-	return 0
+	return &gateway{wsraw.Launch(t, gatewayBin, t.TempDir(), wsraw.Spec{
+		Addr: addr, Admin: admin, Config: cfg, Wrap: wrap,
+		Files: map[string]string{
+			"tokens.txt":  "# sha256 subject\n" + sha(aliceToken) + " alice\n" + sha(bobToken) + " bob\n",
+			"jwt.key":     jwtSecret + "\n",
+			"admin.token": adminToken + "\n",
+		},
+		LogLimit: -1, // waitLog looks for lines from any point of a test
+	})}
 }
 
 func must(t testing.TB, err error) {
@@ -294,5 +188,3 @@ func runBinary(t testing.TB, bin, dir string, limit time.Duration, args ...strin
 	}
 	return out.String(), errb.String(), code
 }
-
-var _ = io.EOF

@@ -13,11 +13,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,20 +98,23 @@ func DefaultConfig(listen, admin string) Config {
 	}
 }
 
+// keyOrder is the order in which Launch writes the top-level config keys;
+// keys not listed follow, sorted.
 var keyOrder = []string{"listen", "path", "tls", "origins", "auth", "limits", "ratelimit",
-	"upstreams", "routes", "admin", "log", "drain_timeout", "redis"}
+	"upstreams", "routes", "admin", "log", "drain_timeout", "redis", "proxy", "insecure_plaintext", "reuse_port"}
 
 // Gateway is one running gateway process.
 type Gateway struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	Addr    string // host:port of the WebSocket listener
-	Admin   string // host:port of the admin listener
-	Dir     string
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	exited  chan struct{}
-	exitErr error
+	t        testing.TB
+	cmd      *exec.Cmd
+	Addr     string // host:port of the WebSocket listener
+	Admin    string // host:port of the admin listener
+	Dir      string
+	logMu    sync.Mutex
+	log      bytes.Buffer
+	logLimit int
+	exited   chan struct{}
+	exitErr  error
 }
 
 type logWriter struct{ g *Gateway }
@@ -117,10 +122,24 @@ type logWriter struct{ g *Gateway }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.g.logMu.Lock()
 	defer w.g.logMu.Unlock()
-	if w.g.log.Len() > 4<<20 { // keep the last words, not every line
+	if w.g.logLimit > 0 && w.g.log.Len() > w.g.logLimit { // keep the last words, not every line
 		w.g.log.Reset()
 	}
 	return w.g.log.Write(p)
+}
+
+// Spec says what Launch runs.
+type Spec struct {
+	Addr, Admin string            // host:port of the listeners that Config names
+	Config      Config            // top-level key -> YAML, written to gateway.yaml
+	Files       map[string]string // more files for the run directory (tokens, keys)
+	// Wrap, when set, changes the command, e.g. to run it through a shell
+	// that lowers its file limit.
+	Wrap func(bin string, args []string) (string, []string)
+	// LogLimit bounds the output kept in memory: past it the buffer starts
+	// over, so the last words survive a chatty run. 0 means 4 MiB; a
+	// negative value keeps everything.
+	LogLimit int
 }
 
 // Start writes the config (defaults overridden by set) and credentials to a
@@ -128,26 +147,55 @@ func (w logWriter) Write(p []byte) (int, error) {
 // is ready. The process is stopped when the test ends.
 func Start(t testing.TB, bin string, set Config) *Gateway {
 	t.Helper()
-	dir := t.TempDir()
-	g := &Gateway{t: t, Dir: dir, exited: make(chan struct{})}
-	g.Addr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	g.Admin = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	cfg := DefaultConfig(g.Addr, g.Admin)
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	cfg := DefaultConfig(addr, admin)
 	for k, v := range set {
 		cfg[k] = v
 	}
+	return Launch(t, bin, t.TempDir(), Spec{
+		Addr: addr, Admin: admin, Config: cfg,
+		Files: map[string]string{
+			"tokens.txt":  "# sha256 subject\n" + sha(Token) + " tester\n" + sha(OtherToken) + " other\n",
+			"admin.token": AdminToken + "\n",
+		},
+	})
+}
+
+// Launch writes spec's config (as gateway.yaml) and files into dir, runs
+// `bin serve -c gateway.yaml` there in its own process group, and waits up
+// to 15 s until the admin listener's /readyz answers 200 and the WebSocket
+// listener accepts. The process is stopped when the test ends.
+func Launch(t testing.TB, bin, dir string, spec Spec) *Gateway {
+	t.Helper()
+	limit := spec.LogLimit
+	if limit == 0 {
+		limit = 4 << 20
+	}
+	g := &Gateway{t: t, Dir: dir, Addr: spec.Addr, Admin: spec.Admin, logLimit: limit, exited: make(chan struct{})}
 	var b strings.Builder
+	written := map[string]bool{}
 	for _, k := range keyOrder {
-		if v, ok := cfg[k]; ok {
+		if v, ok := spec.Config[k]; ok {
 			fmt.Fprintf(&b, "%s: %s\n", k, v)
+			written[k] = true
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(spec.Config)) {
+		if !written[k] {
+			fmt.Fprintf(&b, "%s: %s\n", k, spec.Config[k])
 		}
 	}
 	must(t, os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(b.String()), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "tokens.txt"), []byte(
-		"# sha256 subject\n"+sha(Token)+" tester\n"+sha(OtherToken)+" other\n"), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "admin.token"), []byte(AdminToken+"\n"), 0o600))
+	for name, content := range spec.Files {
+		must(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600))
+	}
 
-	g.cmd = exec.Command(bin, "serve", "-c", filepath.Join(dir, "gateway.yaml"))
+	bin, args := bin, []string{"serve", "-c", filepath.Join(dir, "gateway.yaml")}
+	if spec.Wrap != nil {
+		bin, args = spec.Wrap(bin, args)
+	}
+	g.cmd = exec.Command(bin, args...)
 	g.cmd.Dir = dir
 	g.cmd.Stdout = logWriter{g}
 	g.cmd.Stderr = logWriter{g}
@@ -199,6 +247,12 @@ func (g *Gateway) Alive() bool {
 		return true
 	}
 }
+
+// Signal sends sig to the gateway process.
+func (g *Gateway) Signal(sig os.Signal) error { return g.cmd.Process.Signal(sig) }
+
+// Exited is closed once the process has ended.
+func (g *Gateway) Exited() <-chan struct{} { return g.exited }
 
 // ExitErr is how the process ended (nil while it runs).
 func (g *Gateway) ExitErr() error {
