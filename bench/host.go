@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -113,8 +112,7 @@ type hostSampler struct {
 	prev     map[int]cpuTicks
 	maxSteal map[int]float64
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	quit, done chan struct{}
 }
 
 func readProcStat() ([]byte, error) { return os.ReadFile("/proc/stat") }
@@ -126,20 +124,19 @@ func startHostSampler(read func() ([]byte, error)) *hostSampler {
 	if err != nil {
 		return nil
 	}
-	s := &hostSampler{read: read, started: time.Now(), first: parseProcStat(b), maxSteal: map[int]float64{}, done: make(chan struct{})}
+	s := &hostSampler{read: read, started: time.Now(), first: parseProcStat(b), maxSteal: map[int]float64{},
+		quit: make(chan struct{}), done: make(chan struct{})}
 	if len(s.first) == 0 {
 		return nil
 	}
 	s.prev = s.first
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(hostSampleEvery)
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-s.quit:
 				return
 			case <-t.C:
 				s.sample()
@@ -180,7 +177,7 @@ func (s *hostSampler) stop() *HostStats {
 	if s == nil {
 		return nil
 	}
-	s.cancel()
+	close(s.quit)
 	<-s.done
 	s.sample()
 	s.mu.Lock()

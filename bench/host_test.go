@@ -55,7 +55,7 @@ func TestHostSamplerShares(t *testing.T) {
 	if s == nil {
 		t.Fatal("no sampler")
 	}
-	s.cancel() // drive it by hand
+	close(s.quit) // drive it by hand
 	<-s.done
 	s.sample()
 	s.sample()

@@ -26,6 +26,9 @@ type conn struct {
 	gc   gnet.Conn
 	srv  *Server
 	up   upstream.Session
+	// inline is up when it can answer on the loop (upstream.Inline), found
+	// once when up is set rather than asserted on every message.
+	inline upstream.Inline
 
 	tc    *tlsconn.Conn // nil for plaintext
 	plain []byte        // decrypted input not yet consumed (TLS only)
@@ -212,7 +215,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 			return gnet.None // notifications, responses and batches are dropped
 		}
 	}
-	if in, ok := c.up.(upstream.Inline); ok {
+	if in := c.inline; in != nil {
 		b := getBuf(4096)
 		// Leave room for the frame header, then frame the reply in place.
 		reply, handled := in.HandleInline((*b)[:frame.MaxHeaderSize], msg, env)
@@ -256,6 +259,7 @@ func (c *conn) authenticated(now int64, subject string) bool {
 		return false
 	}
 	c.up = up
+	c.inline, _ = up.(upstream.Inline)
 	s.table.SetSubject(&c.sess, subject)
 	c.sess.State = session.Open
 	if c.pending {

@@ -86,18 +86,18 @@ func (rs *results) hostBlocks() []block {
 		{"open-low", "open loop, low rate", callP99, "p99 ms", 2},
 		{"open-high", "open loop, high rate", callP99, "p99 ms", 2},
 	}
-	n, any := 0, false
+	n, recorded := 0, false
 	for _, sc := range scs {
 		n = max(n, rs.maxRound(sc.name), 1)
 		for _, s := range rs.servers(sc.name) {
 			for _, r := range rs.rounds(s, sc.name) {
 				if v, _ := rs.steal(r); !math.IsNaN(v) {
-					any = true
+					recorded = true
 				}
 			}
 		}
 	}
-	if !any {
+	if !recorded {
 		return nil
 	}
 	head := []string{"figure; steal % over the run / worst 100 ms"}

@@ -99,18 +99,14 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := renderMD(rs.document())
-	for _, want := range []string{
+	mdHas(t, md,
 		"# Benchmark run 2026-01-01 on box (full)",
 		"| CPU per echo call at 100 connections: <= 1.25 x floor | gateway 10.0 us, floor 9.0 us: 1.11 x | met |",
 		"| CPU per echo call at 100 connections: <= 0.85 x Node seed design | gateway 10.0 us, Node 20.0 us: 0.50 x | met |",
 		"1.20 KiB just after open, 1.30 KiB after settling (15,000/15,000 established) | **not met** |",
 		"- a | note",
 		"| 1.00 2.00 3.00 |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q\n%s", want, md)
-		}
-	}
+	)
 	h, err := renderHTML(rs.document(), rs)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +138,16 @@ func callRun(conns int, us float64) *bench.Report {
 		Calls:       &bench.CallStats{Completed: 1000, Throughput: 100},
 		Latency:     []bench.LatencyRow{{Name: "call", Count: 1000, P50: 0.5, P99: 1}},
 		Server:      &bench.ServerStats{USPerCall: us},
+	}
+}
+
+// mdHas fails the test for each string the rendered report md lacks.
+func mdHas(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
 	}
 }
 
@@ -196,7 +202,7 @@ func TestReportRounds(t *testing.T) {
 		t.Fatalf("servers %v", got)
 	}
 	md := renderMD(rs.document())
-	for _, want := range []string{
+	mdHas(t, md,
 		// Per-round ratios to the floor 1.20, 1.11, 2.73 (median 1.20;
 		// 12/10 of the medians = 1.20); to the seed 0.60, 0.25, 1.00
 		// (median 0.60, while 12/30 of the medians = 0.40).
@@ -208,11 +214,7 @@ func TestReportRounds(t *testing.T) {
 		"| gateway / Node seed, 100 conns | 0.60 | 0.25 | 1.00 | 0.60; 0.40 |",
 		"| gateway (builtin) (median of 3 rounds) |",
 		"| gateway / closed-small round 2 |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q\n%s", want, md)
-		}
-	}
+	)
 }
 
 func f64(v float64) *float64 { return &v }
@@ -239,20 +241,16 @@ func TestReportStdioSplit(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := renderMD(rs.document())
-	for _, want := range []string{
-		"gateway 60.0 us (own 15.0 + children 45.0), supergateway 90.0 us (own 40.0 + child 50.0): 0.67 x; " +
-			"lower bound for any relay: floor server 9.0 us (the socket I/O any WebSocket server pays) + server-everything alone 24.0 us = 33.0 us/call; " +
+	mdHas(t, md,
+		"gateway 60.0 us (own 15.0 + children 45.0), supergateway 90.0 us (own 40.0 + child 50.0): 0.67 x; "+
+			"lower bound for any relay: floor server 9.0 us (the socket I/O any WebSocket server pays) + server-everything alone 24.0 us = 33.0 us/call; "+
 			"1/3 of supergateway's is 30.0 us, **below** it | **not met**, unreachable here: 1/3 of supergateway's (30.0 us) is below the lower bound (33.0 us) |",
 		"| gateway (stdio pool) | 100.0 |",
 		"| 60.0 (15.0 + 45.0) |",
 		"## Stdio worker alone (server-everything)",
 		"**24.0 us/call** (median of 1 run(s): 24.0)",
 		"| serializeMessage | sdk/stdio.js:37 | 5.0 | 5.0 |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q\n%s", want, md)
-		}
-	}
+	)
 	// Without the worker-alone run and the split (an older run's JSON).
 	os.Remove(filepath.Join(dir, "everything--alone.stdiofloor.json"))
 	g.Server.USPerCallOwn, g.Server.USPerCallChildren = nil, nil
@@ -365,13 +363,9 @@ func TestReportOpenRounds(t *testing.T) {
 		t.Fatalf("median round by p99: %+v", r)
 	}
 	md := renderMD(rs.document())
-	for _, want := range []string{
+	mdHas(t, md,
 		"| open loop, 1,000 connections, 20,000 calls/s: p99 <= 2 ms | p99 1.800 ms (median of rounds 3.000, 1.500, 1.800) (generator send lag p99 0.050 ms;",
 		"| open loop, 40,000 calls/s: p99 <= 1/3 of the Node design's | gateway 4.000 ms (median of rounds 4.000, 2.000, 9.000), Node 40.000 ms (median of rounds 40.000, 100.000, 30.000): 0.10 x (median of the rounds' ratios; ratio of the medians 0.10) | met |",
 		"| gateway (builtin) (median of 3 rounds by p99) | 100.0 | 0.100 | 1.800 |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q\n%s", want, md)
-		}
-	}
+	)
 }
