@@ -34,6 +34,8 @@ type conn struct {
 	plain []byte        // decrypted input not yet consumed (TLS only)
 
 	dead          atomic.Bool  // OnClose ran; workers stop delivering
+	stopOut       atomic.Bool  // the connection is ending: workers stop delivering
+	asyncOut      atomic.Int32 // AsyncWrites queued and not yet run (see send)
 	inflight      atomic.Int32 // requests relayed and not yet answered
 	draining      atomic.Bool  // close 1001 once inflight reaches 0
 	closeReason   string
@@ -46,13 +48,34 @@ type conn struct {
 	needProxy     bool // a PROXY header from a trusted balancer comes first
 	admitLater    bool // a trusted proxy: admit once X-Forwarded-For is read
 	async         bool // an off-loop step (ticket store) is running; read nothing
+	shutting      bool // shut ran: a close is done or queued; read nothing
+	cut           bool // close at once, dropping what is queued (slow reader)
+	tlsFull       bool // pumpTLS stopped at the decrypted-input cap
 	ticketChecked bool
 	ticketSubject string
 	closedBy      string // "server" or "client"
 }
 
-// onTraffic reads as many complete frames as are buffered.
+// onTraffic reads as many complete frames as are buffered. A TLS connection
+// whose decrypted input reached its cap is pumped again as soon as the reader
+// has made room, rather than at the next socket read, which may never come.
 func (c *conn) onTraffic() gnet.Action {
+	if c.shutting {
+		in, _ := c.gc.Peek(-1)
+		if len(in) > 0 {
+			_, _ = c.gc.Discard(len(in))
+		}
+		return gnet.None
+	}
+	act := c.traffic()
+	for act == gnet.None && c.tlsFull && !c.async && !c.shutting &&
+		(c.plain == nil || len(c.plain) < cap(c.plain)) {
+		act = c.traffic()
+	}
+	return act
+}
+
+func (c *conn) traffic() gnet.Action {
 	if c.async {
 		return gnet.None // bytes stay buffered until the off-loop step returns
 	}
@@ -299,7 +322,7 @@ func (c *conn) write(b []byte) gnet.Action {
 func (c *conn) checkBacklog() {
 	if c.sess.State != session.Closing && c.backlog() > c.srv.lim.writeCap {
 		c.failSlow()
-		_ = c.gc.EventLoop().Close(c.gc)
+		c.closeSocket()
 	}
 }
 
@@ -309,12 +332,14 @@ func (c *conn) failSlow() gnet.Action {
 	c.closeCode = uint16(ws.StatusPolicyViolation)
 	c.closeReason = "Slow consumer"
 	c.sess.State = session.Closing
+	c.cut = true
 	// The backlog is what is slow; the close frame cannot jump it, so close.
 	return gnet.Close
 }
 
-// fail sends a close frame with code and reason and asks gnet to close; gnet
-// flushes the frame before closing the socket.
+// fail sends a close frame with code and reason and asks to close; the
+// socket closes once the frame (and any reply queued before it) is written
+// (see shut).
 func (c *conn) fail(code ws.StatusCode, reason string) gnet.Action {
 	if c.sess.State == session.Closing {
 		return gnet.Close
@@ -323,6 +348,7 @@ func (c *conn) fail(code ws.StatusCode, reason string) gnet.Action {
 	c.closeCode = uint16(code)
 	c.closeReason = reason
 	c.sess.State = session.Closing
+	c.stopOut.Store(true) // no reply after the close frame
 	var buf [2 + 2 + 125]byte
 	c.send(frame.AppendClose(buf[:0], code, reason))
 	return gnet.Close
@@ -334,12 +360,10 @@ func (c *conn) closeNow(code ws.StatusCode, reason string) {
 	if c.dead.Load() {
 		return
 	}
-	if c.sess.State == session.Handshake {
-		_ = c.gc.EventLoop().Close(c.gc)
-		return
+	if c.sess.State != session.Handshake {
+		c.fail(code, reason)
 	}
-	c.fail(code, reason)
-	_ = c.gc.EventLoop().Close(c.gc)
+	c.closeSocket()
 }
 
 // runOnLoop schedules f on the connection's event loop.
@@ -358,14 +382,14 @@ func (c *conn) runOnLoop(f func()) {
 // Deliver is the upstream.Sink side: it frames one message from an upstream
 // worker and queues it on the connection's loop. It runs on worker goroutines.
 func (c *conn) Deliver(msg []byte) {
-	if c.dead.Load() {
-		return
+	if c.dead.Load() || c.stopOut.Load() {
+		return // nothing may follow the close frame
 	}
 	n := int64(frame.MaxHeaderLen(len(msg)) + len(msg))
 	if c.sess.OutPending.Load()+n > c.srv.lim.writeCap {
 		c.runOnLoop(func() {
 			c.failSlow()
-			_ = c.gc.EventLoop().Close(c.gc)
+			c.closeSocket()
 		})
 		return
 	}
@@ -387,9 +411,11 @@ func (c *conn) Deliver(msg []byte) {
 		return
 	}
 	c.sess.OutPending.Add(n)
+	c.asyncOut.Add(1)
 	c.sess.MsgsOut.Add(1)
 	if err := c.gc.AsyncWrite(ob.b, ob.cb); err != nil {
 		c.sess.OutPending.Add(-n)
+		c.asyncOut.Add(-1)
 		ob.release()
 		return
 	}
@@ -422,6 +448,7 @@ func init() {
 func (ob *outBuf) written(gc gnet.Conn, err error) error {
 	c := ob.c
 	c.sess.OutPending.Add(-ob.n)
+	c.asyncOut.Add(-1)
 	ob.release()
 	if err == nil {
 		c.checkBacklog()

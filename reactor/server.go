@@ -312,11 +312,13 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.opt.TLS != nil {
 		c.tc = s.opt.TLS.NewConn(c.tlsOut, c.onTLSHandshake)
 	}
-	if n > s.lim.maxConns || s.draining.Load() {
+	if n > s.lim.maxConns || s.draining.Load() && c.tc == nil {
 		c.status = 503
 		s.m.Handshakes.WithLabelValues("503").Inc()
 		if c.tc != nil {
-			return nil, gnet.Close // no plaintext answer on a TLS socket
+			// Over the connection cap, a TLS client's 503 would cost the
+			// handshake (and the descriptor) the cap exists to refuse.
+			return nil, gnet.Close
 		}
 		return httpStatus(503, 1), gnet.Close
 	}
@@ -334,6 +336,11 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		c.admitLater = true
 	default:
 		s.admit(c, now)
+	}
+	if s.draining.Load() {
+		// Over TLS the 503 is answered once the request is in (as the
+		// refusals admit decides), after the handshake.
+		c.reject, c.retryAfter = 503, 1
 	}
 	s.table.Add(&c.sess)
 	dl := now + s.lim.handshake
@@ -436,7 +443,10 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c == nil {
 		return gnet.Close
 	}
-	return c.onTraffic()
+	if act := c.onTraffic(); act == gnet.Close {
+		return c.shut() // never before what was written on the way out
+	}
+	return gnet.None
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

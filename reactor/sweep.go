@@ -54,7 +54,7 @@ func (c *conn) onDeadline() {
 		} else {
 			s.m.Handshakes.WithLabelValues("timeout").Inc()
 		}
-		_ = c.gc.EventLoop().Close(c.gc)
+		c.closeSocket()
 	case session.PendingAuth:
 		s.m.AuthFailures.WithLabelValues("timeout").Inc()
 		c.closeNow(ws.StatusPolicyViolation, session.ReasonAuthTimeout)

@@ -55,7 +55,7 @@ func (c *conn) goAsync(work func(ctx context.Context), done func()) bool {
 // stayed buffered, and applies its verdict.
 func (c *conn) resume() {
 	if act := c.onTraffic(); act == gnet.Close {
-		_ = c.gc.EventLoop().Close(c.gc)
+		c.closeSocket()
 	}
 }
 
@@ -153,7 +153,7 @@ func (c *conn) serveTickets(head []byte) gnet.Action {
 			body := fmt.Sprintf(`{"ticket":%q,"expires_in":%d}`, ticket, int(s.ticketTTL/time.Second))
 			c.respond(200, cors+"Content-Type: application/json\r\nCache-Control: no-store\r\n", body)
 		}
-		_ = c.gc.EventLoop().Close(c.gc)
+		c.closeSocket()
 	})
 	if !ok {
 		return c.refuse(503, 1)

@@ -42,10 +42,16 @@ func (c *conn) consume(n int) {
 	_, _ = c.gc.Discard(n)
 }
 
-// send writes bytes from the loop.
+// send writes bytes from the loop. They go straight to the socket (or gnet's
+// outbound buffer) unless replies queued by workers are still pending: then
+// they queue behind them, so that a close frame never overtakes a reply.
 func (c *conn) send(b []byte) {
 	if c.tc != nil {
-		_, _ = c.tc.Write(b)
+		_, _ = c.tc.LoopWrite(b) // records come back through tlsOut with loop true
+		return
+	}
+	if c.asyncOut.Load() > 0 {
+		c.queue(append([]byte(nil), b...)) // b is the caller's pooled buffer
 		return
 	}
 	_, _ = c.gc.Write(b)
@@ -56,13 +62,29 @@ func (c *conn) backlog() int64 {
 	return int64(c.gc.OutboundBuffered()) + c.sess.OutPending.Load()
 }
 
-// tlsOut is the tlsconn out function: ciphertext records, in order, from the
-// loop or from worker goroutines alike, queued with AsyncWrite.
-func (c *conn) tlsOut(b []byte) {
+// tlsOut is the tlsconn out function: ciphertext records, in order. Records
+// made on the loop go straight out when nothing is queued before them (a
+// close that follows on the loop then cannot drop them, and a reply costs no
+// wake-up of the loop); records made elsewhere (workers, the handshake
+// goroutine) queue with AsyncWrite. tlsconn never calls it twice at once,
+// so asyncOut cannot change between the check and the write.
+func (c *conn) tlsOut(b []byte, loop bool) {
+	if loop && c.asyncOut.Load() == 0 {
+		_, _ = c.gc.Write(b)
+		return
+	}
+	c.queue(b)
+}
+
+// queue writes b after everything queued before it, counting it in the
+// backlog until gnet has taken it.
+func (c *conn) queue(b []byte) {
 	n := int64(len(b))
 	c.sess.OutPending.Add(n)
+	c.asyncOut.Add(1)
 	err := c.gc.AsyncWrite(b, func(_ gnet.Conn, err error) error {
 		c.sess.OutPending.Add(-n)
+		c.asyncOut.Add(-1)
 		if err == nil {
 			c.checkBacklog()
 		}
@@ -70,6 +92,40 @@ func (c *conn) tlsOut(b []byte) {
 	})
 	if err != nil {
 		c.sess.OutPending.Add(-n)
+		c.asyncOut.Add(-1)
+	}
+}
+
+// shut ends the connection from its loop once everything written before it
+// is on its way: it sends TLS's close_notify after the last record, and when
+// writes are still queued (AsyncWrite runs later, on the loop), it queues the
+// close behind them (gnet runs its tasks in order) instead of closing now and
+// dropping them. It returns the action for OnTraffic: Close when the socket
+// may close at once. A slow reader is cut at once: its backlog is the problem.
+func (c *conn) shut() gnet.Action {
+	if c.shutting {
+		return gnet.None // a close is already queued
+	}
+	c.shutting = true
+	c.stopOut.Store(true)
+	if c.cut {
+		return gnet.Close
+	}
+	if c.tc != nil && c.tc.Established() {
+		_ = c.tc.CloseNotify()
+	}
+	if c.asyncOut.Load() > 0 {
+		_ = c.gc.Close() // a task queued after the pending writes
+		return gnet.None
+	}
+	return gnet.Close
+}
+
+// closeSocket is shut for code that cannot return an action (deadlines,
+// drain, handshake outcome, off-loop steps): it must run on the loop.
+func (c *conn) closeSocket() {
+	if c.shut() == gnet.Close {
+		_ = c.gc.EventLoop().Close(c.gc)
 	}
 }
 
@@ -87,6 +143,7 @@ func (c *conn) pumpTLS() bool {
 	if !c.tc.Established() {
 		return true // the handshake goroutine has the bytes
 	}
+	c.tlsFull = false
 	limit := c.srv.lim.maxMsg + 14 + 4096
 	if c.plain == nil {
 		c.plain = (*plainPool.Get().(*[]byte))[:0]
@@ -99,8 +156,9 @@ func (c *conn) pumpTLS() bool {
 	for {
 		if len(c.plain) == cap(c.plain) {
 			if cap(c.plain) >= int(limit) {
-				// More decrypted input than any frame may need: the reader
-				// would have refused it; stop reading until it is consumed.
+				// More decrypted input than any frame may need: stop here;
+				// onTraffic pumps again once the reader has consumed some.
+				c.tlsFull = true
 				return true
 			}
 			nb := make([]byte, len(c.plain), max(2*cap(c.plain), 4096))
@@ -125,7 +183,7 @@ func (c *conn) onTLSHandshake(err error) {
 		if err != nil {
 			c.srv.m.Handshakes.WithLabelValues("tls_error").Inc()
 			c.status = -2
-			_ = c.gc.EventLoop().Close(c.gc)
+			c.closeSocket() // after the alert crypto/tls queued, if any
 			return
 		}
 		c.resume()

@@ -15,6 +15,7 @@ targets=(
 	auth:FuzzVerify
 	config:FuzzParseSize config:FuzzLoadYAML
 	edge:FuzzParseProxyHeader
+	tlsconn:FuzzHelloReady
 )
 for spec in "${targets[@]}"; do
 	pkg=${spec%%:*}; target=${spec#*:}

@@ -40,7 +40,11 @@ type rawConn struct {
 
 	wmu     sync.Mutex // orders the calls to out, whatever crypto/tls does
 	wclosed atomic.Bool
-	out     func([]byte)
+	out     func(b []byte, loop bool)
+	// loop says the write in progress comes from the connection's event
+	// loop (Conn.LoopWrite, Read, CloseNotify). Written and read only under
+	// Conn.omu, which those methods and Write hold around crypto/tls.
+	loop bool
 
 	local, remote net.Addr
 }
@@ -150,7 +154,7 @@ func (r *rawConn) Write(b []byte) (int, error) {
 	}
 	p := make([]byte, len(b))
 	copy(p, b)
-	r.out(p)
+	r.out(p, r.loop)
 	return len(b), nil
 }
 

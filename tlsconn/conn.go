@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -27,7 +28,14 @@ type Conn struct {
 
 	rawBuf *[]byte // the pooled buffer lent to tc's rawInput (buffers.go); loop only
 	srv    *Server
+	born   time.Time // NewConn: the handshake deadline counts from here
 	st     atomic.Int32
+
+	// omu is held around every crypto/tls call that may write once the
+	// handshake is done, so that out learns who is writing (raw.loop): the
+	// loop may put its records straight on the socket, other goroutines must
+	// queue theirs.
+	omu sync.Mutex
 
 	// Guarded by raw.mu.
 	onHS     func(error) // nil once called
@@ -72,7 +80,16 @@ func (c *Conn) Feed(b []byte) error {
 	}
 	r.appendLocked(b)
 	if st == stNew {
+		if !helloReady((*r.buf)[r.off:]) {
+			// Gather the ClientHello here, on the loop, without a slot: a
+			// client that stalls mid-hello holds no handshake goroutine.
+			r.mu.Unlock()
+			return nil
+		}
 		c.st.Store(stQueued)
+		if c.timer != nil {
+			c.timer.Reset(max(c.srv.cfg.HandshakeTimeout-time.Since(c.born), 0))
+		}
 	}
 	r.signalLocked()
 	r.mu.Unlock()
@@ -193,7 +210,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, ErrWouldBlock // calling tls.Conn.Read now would block on handshakeMutex
 	}
 	c.lend()
+	// Read may write: a TLS 1.3 KeyUpdate is answered from inside it.
+	c.omu.Lock()
+	c.raw.loop = true
 	n, err := c.tc.Read(p)
+	c.raw.loop = false
+	c.omu.Unlock()
 	if err != nil && errors.Is(err, ErrWouldBlock) {
 		c.reclaim()
 		// Read can return data with a temporary error when it peeked at a
@@ -206,14 +228,26 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Write encrypts p and passes the records to out, in order. It is safe from
-// several goroutines at once (tls.Conn.Write holds its output lock across
-// the records of one call), and never waits for the socket. Before the
-// handshake completes it fails with ErrNotEstablished rather than waiting.
-func (c *Conn) Write(p []byte) (int, error) {
+// Write encrypts p and passes the records to out with loop false, in order.
+// It is safe from several goroutines at once (the records of one call stay
+// together), and never waits for the socket. Before the handshake completes
+// it fails with ErrNotEstablished rather than waiting.
+func (c *Conn) Write(p []byte) (int, error) { return c.write(p, false) }
+
+// LoopWrite is Write for the connection's event loop: out is told so
+// (loop true), and may then write to the socket at once, where a queued
+// write would land after a close that follows it on the loop.
+func (c *Conn) LoopWrite(p []byte) (int, error) { return c.write(p, true) }
+
+func (c *Conn) write(p []byte, loop bool) (int, error) {
 	switch c.st.Load() {
 	case stOpen:
-		return c.tc.Write(p)
+		c.omu.Lock()
+		c.raw.loop = loop
+		n, err := c.tc.Write(p)
+		c.raw.loop = false
+		c.omu.Unlock()
+		return n, err
 	case stFailed, stClosed:
 		return 0, net.ErrClosed
 	default:
@@ -222,12 +256,18 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // CloseNotify sends a close_notify alert through out (established
-// connections only); later Writes fail. Close the socket afterwards.
+// connections only, loop true: call it on the loop); later Writes fail.
+// Close the socket afterwards.
 func (c *Conn) CloseNotify() error {
 	if c.st.Load() != stOpen {
 		return ErrNotEstablished
 	}
-	return c.tc.CloseWrite()
+	c.omu.Lock()
+	c.raw.loop = true
+	err := c.tc.CloseWrite()
+	c.raw.loop = false
+	c.omu.Unlock()
+	return err
 }
 
 // Close releases the connection without sending anything: call it when the

@@ -240,9 +240,10 @@ func TestHandshakeTimeout(t *testing.T) {
 	waitFor(t, func() bool { st := srv.Stats(); return st.Active == 0 && st.Queued == 0 })
 }
 
-// TestHandshakePoolCap floods the server with N+10 handshakes that never
-// finish: at most N run, MaxQueued wait, the rest are refused, and an
-// established connection keeps being served throughout.
+// TestHandshakePoolCap floods the server with N+10 handshakes that send a
+// complete ClientHello and never finish: at most N run, MaxQueued wait, the
+// rest are refused, and an established connection keeps being served
+// throughout.
 func TestHandshakePoolCap(t *testing.T) {
 	const N, Q = 4, 3
 	ca := newCA(t)
@@ -259,7 +260,7 @@ func TestHandshakePoolCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		stalled = append(stalled, raw)
-		raw.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00})
+		raw.Write(clientHello(t, clientConfig(ca, tls.VersionTLS12, tls.VersionTLS13)))
 	}
 	defer func() {
 		for _, c := range stalled {
@@ -381,7 +382,7 @@ func TestConnUnit(t *testing.T) {
 	ca := newCA(t)
 	srv, _, _ := newTestServer(t, ca, "1.2", Config{MaxHandshakeInput: 1000, HandshakeTimeout: time.Minute})
 	called := make(chan error, 1)
-	c := srv.NewConn(func([]byte) {}, func(err error) { called <- err })
+	c := srv.NewConn(func([]byte, bool) {}, func(err error) { called <- err })
 	if _, err := c.Read(make([]byte, 10)); err != ErrWouldBlock {
 		t.Fatalf("read before handshake: %v", err)
 	}
@@ -406,7 +407,7 @@ func TestConnUnit(t *testing.T) {
 	}
 
 	// Close during a handshake: no callback, the goroutine goes back.
-	c2 := srv.NewConn(func([]byte) {}, func(err error) { called <- err })
+	c2 := srv.NewConn(func([]byte, bool) {}, func(err error) { called <- err })
 	if err := c2.Feed([]byte{0x16, 3, 1, 0, 200}); err != nil {
 		t.Fatal(err)
 	}
@@ -428,4 +429,133 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("condition not reached")
+}
+
+// clientHello is the first flight of a real crypto/tls client: a complete
+// ClientHello (post-quantum key share included, about 1.5 KiB).
+func clientHello(t testing.TB, cfg *tls.Config) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() { _ = tls.Client(b, cfg).Handshake(); b.Close() }()
+	buf := make([]byte, 64<<10)
+	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := a.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+// TestStalledHelloHoldsNoSlot: clients that send part of a ClientHello and
+// stall take no handshake slot and no queue place, however many; a real
+// client is served at once meanwhile; the stalled ones fail at HelloTimeout.
+func TestStalledHelloHoldsNoSlot(t *testing.T) {
+	const N, stalledN = 2, 50
+	ca := newCA(t)
+	srv, _, _ := newTestServer(t, ca, "1.2", Config{MaxHandshakes: N, MaxQueued: -1,
+		HandshakeTimeout: 10 * time.Second, HelloTimeout: time.Second})
+	l := startLoop(t, srv, 0)
+	hello := clientHello(t, clientConfig(ca, tls.VersionTLS12, tls.VersionTLS13))
+	var stalled []net.Conn
+	defer func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	for i := range stalledN {
+		raw, err := net.Dial("tcp", l.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, raw)
+		cut := 1 + i*(len(hello)-2)/stalledN // every prefix length, from 1 byte up
+		if _, err := raw.Write(hello[:cut]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		c := dialTLS(t, l.addr(), clientConfig(ca, tls.VersionTLS12, tls.VersionTLS13))
+		<-l.established
+		echo(t, c, []byte("served"))
+		c.Close()
+	}
+	if st := srv.Stats(); st.Queued != 0 || st.Peak > N {
+		t.Fatalf("stalled hellos took slots: %+v", st)
+	}
+	timedOut := 0
+	for timedOut < stalledN {
+		select {
+		case err := <-l.hsErrs:
+			if !errors.Is(err, ErrHandshakeTimeout) {
+				t.Fatalf("got %v", err)
+			}
+			timedOut++
+		case err := <-l.feedErrs:
+			t.Fatalf("feed error %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d stalled hellos timed out", timedOut, stalledN)
+		}
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("hello timeout after %v, want about 1s", d)
+	}
+}
+
+func TestHelloReady(t *testing.T) {
+	ca := newCA(t)
+	hello := clientHello(t, clientConfig(ca, tls.VersionTLS12, tls.VersionTLS13))
+	for i := 0; i < len(hello); i++ {
+		if helloReady(hello[:i]) {
+			t.Fatalf("ready after %d of %d bytes", i, len(hello))
+		}
+	}
+	if !helloReady(hello) {
+		t.Fatal("complete hello not ready")
+	}
+	// The same hello split over three handshake records is ready only at the end.
+	body := hello[5:]
+	var split []byte
+	for _, part := range [][]byte{body[:3], body[3:100], body[100:]} {
+		split = append(split, 0x16, 0x03, 0x01, byte(len(part)>>8), byte(len(part)))
+		split = append(split, part...)
+	}
+	for i := 0; i < len(split); i++ {
+		if helloReady(split[:i]) {
+			t.Fatalf("split: ready after %d of %d bytes", i, len(split))
+		}
+	}
+	if !helloReady(split) {
+		t.Fatal("split hello not ready")
+	}
+	for name, b := range map[string][]byte{
+		"plaintext HTTP":   []byte("GET / HTTP/1.1\r\n"),
+		"alert record":     {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28},
+		"oversized record": {0x16, 0x03, 0x01, 0x50, 0x00},
+		"not a hello":      {0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00},
+		"bad version":      {0x16, 0x07, 0x01, 0x00, 0x04},
+		"empty record":     {0x16, 0x03, 0x01, 0x00, 0x00},
+	} {
+		if !helloReady(b) {
+			t.Errorf("%s: not handed over", name)
+		}
+	}
+}
+
+func FuzzHelloReady(f *testing.F) {
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00})
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x02, 0x01, 0x00, 0x16, 0x03, 0x01, 0x00, 0x02, 0x00, 0x05})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ready := helloReady(b)
+		// A prefix of something ready-or-not is never "ready" unless it
+		// already shows why: ready is monotone in the bytes received.
+		if !ready {
+			for i := range b {
+				if helloReady(b[:i]) {
+					t.Fatalf("prefix %d ready, whole not", i)
+				}
+			}
+		}
+	})
 }

@@ -18,19 +18,27 @@
 // handshake error in handshakeErr and returns it forever. It runs instead on a
 // bounded pool of goroutines ([Config.MaxHandshakes]), reading from the same
 // adapter in blocking mode; connections beyond the pool wait in a bounded FIFO
-// ([Config.MaxQueued]) or are refused with [ErrBusy]. Every handshake,
+// ([Config.MaxQueued]) or are refused with [ErrBusy]. A connection enters
+// the pool only once its ClientHello is complete (hello.go reads the record
+// and handshake headers as Feed gathers them): until then it holds no slot,
+// only its buffered bytes, and [Config.HelloTimeout] ends it, so clients that
+// send half a ClientHello and stall cannot starve the pool. Every handshake,
 // queued or running, is capped by [Config.HandshakeTimeout] counted from
 // [Server.NewConn]. When the handshake succeeds, the adapter switches to
 // non-blocking mode and the goroutine returns to the pool (or exits).
 //
 // Ciphertext going out is passed to the reactor's out function, one call per
 // write that crypto/tls makes (a record, or a buffered handshake flight),
-// in the order crypto/tls produced them, with a slice out may keep.
+// in the order crypto/tls produced them, with a slice out may keep, and with
+// whether the write comes from the connection's loop ([Conn.LoopWrite],
+// [Conn.Read], [Conn.CloseNotify]) or from another goroutine ([Conn.Write],
+// the handshake). The loop's records may go straight to the socket, so that
+// a close which follows them on the loop cannot overtake them.
 //
 // # Goroutines
 //
-// Feed, Read, Close and CloseNotify belong to the connection's event loop.
-// Write may be called from any goroutine, concurrently. The onHandshake
+// Feed, Read, LoopWrite, Close and CloseNotify belong to the connection's
+// event loop. Write may be called from any goroutine, concurrently. The onHandshake
 // callback runs on a handshake goroutine or a timer goroutine, never inside a
 // Conn method, so the reactor must hop back to the loop (gnet Execute) before
 // touching the connection.
@@ -48,11 +56,13 @@
 //     nothing; on error close (a tls.RecordHeaderError whose Conn is set is a
 //     plaintext client: a 400 may be written raw before closing); on success
 //     Read until ErrWouldBlock, since the first request may already be in.
-//   - out(b): must deliver in call order. gnet reorders Write against
-//     AsyncWrite, so either always AsyncWrite(b, cb), or, on the loop only,
-//     use gc.Write when no AsyncWrite of this connection is pending (count
-//     them: the callbacks run on the loop). Count pending bytes for the
-//     slow-reader cut, as for plaintext.
+//   - out(b, loop): must deliver in call order. gnet reorders Write against
+//     AsyncWrite, so when loop is true and no AsyncWrite of this connection
+//     is pending (count them: the callbacks run on the loop), gc.Write;
+//     otherwise AsyncWrite(b, cb). Close the socket only after the pending
+//     AsyncWrites ran (gc.Close queues behind them). Count pending bytes for
+//     the slow-reader cut, as for plaintext.
+//   - Writes on the loop: c.LoopWrite(frame).
 //   - Writes from workers: c.Write(frame); the records go out through out.
 //   - Closing: c.CloseNotify() (optional), then close the socket; OnClose:
 //     c.Close(). The handshake timer is ours, no sweep is needed for it.

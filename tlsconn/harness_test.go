@@ -327,7 +327,7 @@ func newAsyncWriter(sock net.Conn) *asyncWriter {
 	return w
 }
 
-func (w *asyncWriter) push(b []byte) {
+func (w *asyncWriter) push(b []byte, _ bool) {
 	w.mu.Lock()
 	if !w.done {
 		w.q = append(w.q, b)

@@ -36,7 +36,7 @@ type memPipe struct {
 // memSink is all that a server Conn's out keeps once the client is dropped.
 type memSink struct{ p atomic.Pointer[memPipe] }
 
-func (s *memSink) out(b []byte) {
+func (s *memSink) out(b []byte, _ bool) {
 	if p := s.p.Load(); p != nil {
 		p.deliver(b)
 	}

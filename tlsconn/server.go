@@ -39,6 +39,11 @@ type Config struct {
 	// MaxHandshakeInput caps the ciphertext buffered before the handshake
 	// completes (default 16 KiB, several times a post-quantum ClientHello).
 	MaxHandshakeInput int
+	// HelloTimeout caps the wait for a complete ClientHello, from NewConn
+	// (default 3s, at most HandshakeTimeout). The ClientHello is gathered
+	// without a handshake slot, so a client that sends part of one and
+	// stalls holds a socket and a few KiB until then, never a slot.
+	HelloTimeout time.Duration
 }
 
 // Stats is a snapshot of the handshake pool.
@@ -84,6 +89,10 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxHandshakeInput <= 0 {
 		cfg.MaxHandshakeInput = 16 << 10
 	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = 3 * time.Second
+	}
+	cfg.HelloTimeout = min(cfg.HelloTimeout, cfg.HandshakeTimeout)
 	return &Server{cfg: cfg}, nil
 }
 
@@ -99,21 +108,24 @@ func (s *Server) Stats() Stats {
 
 // NewConn starts a server-side TLS connection. out receives the ciphertext
 // to send, in order, and may keep the slice; it is called from the loop
-// (Read, CloseNotify), from the handshake goroutine and from Write's callers,
-// never twice at once, and must not block. onHandshake is called at most once
-// with the outcome of the handshake, from a goroutine of the pool or a timer,
-// unless Feed returned an error or Close came first.
+// (LoopWrite, Read, CloseNotify: loop true), from the handshake goroutine
+// and from Write's callers (loop false), never twice at once, and must not
+// block. onHandshake is called at most once with the outcome of the
+// handshake, from a goroutine of the pool or a timer, unless Feed returned
+// an error or Close came first.
 //
-// The handshake timer starts now: a connection that never sends anything
-// fails with ErrHandshakeTimeout without taking a handshake slot.
-func (s *Server) NewConn(out func([]byte), onHandshake func(err error)) *Conn {
-	c := &Conn{srv: s, onHS: onHandshake}
+// The timers start now: a connection that has not sent a complete
+// ClientHello within HelloTimeout, or finished within HandshakeTimeout,
+// fails with ErrHandshakeTimeout; until its ClientHello is complete it takes
+// no handshake slot.
+func (s *Server) NewConn(out func(b []byte, loop bool), onHandshake func(err error)) *Conn {
+	c := &Conn{srv: s, onHS: onHandshake, born: time.Now()}
 	c.raw.out = out
 	c.raw.blocking = true
 	c.raw.wake = make(chan struct{}, 1)
 	c.tc = tls.Server(&c.raw, s.cfg.TLS)
 	c.raw.mu.Lock()
-	c.timer = time.AfterFunc(s.cfg.HandshakeTimeout, c.expire)
+	c.timer = time.AfterFunc(s.cfg.HelloTimeout, c.expire)
 	c.raw.mu.Unlock()
 	return c
 }
