@@ -63,15 +63,15 @@ func (ca *testCA) issue(t *testing.T, certFile, keyFile string, serial int64) {
 	must(t, os.Rename(certFile+".tmp", certFile))
 }
 
-func startTLSGateway(t *testing.T) (*gateway, *testCA, string) {
+func startTLSGateway(t *testing.T, opts ...option) (*gateway, *testCA, string) {
 	ca := newCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
 	ca.issue(t, certFile, keyFile, 100)
-	g := startGateway(t, with("tls", `
+	g := startGateway(t, append([]option{with("tls", `
   cert_file: `+certFile+`
   key_file: `+keyFile+`
-  min_version: "1.2"`))
+  min_version: "1.2"`)}, opts...)...)
 	return g, ca, dir
 }
 
