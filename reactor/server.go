@@ -312,15 +312,18 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.opt.TLS != nil {
 		c.tc = s.opt.TLS.NewConn(c.tlsOut, c.onTLSHandshake)
 	}
-	if n > s.lim.maxConns || s.draining.Load() && c.tc == nil {
+	overCap := n > s.lim.maxConns
+	if c.tc == nil && (overCap || s.draining.Load()) {
 		c.status = 503
 		s.m.Handshakes.WithLabelValues("503").Inc()
-		if c.tc != nil {
-			// Over the connection cap, a TLS client's 503 would cost the
-			// handshake (and the descriptor) the cap exists to refuse.
-			return nil, gnet.Close
-		}
 		return httpStatus(503, 1), gnet.Close
+	}
+	if overCap && n > s.lim.maxConns+tlsRefusalMargin(s.lim.maxConns) {
+		// A TLS client's 503 costs a handshake and holds the descriptor
+		// for it: past the margin, a flood gets the TCP close.
+		c.status = 503
+		s.m.Handshakes.WithLabelValues("503").Inc()
+		return nil, gnet.Close
 	}
 	s.pending.Add(1)
 	s.m.PendingAuth.Inc()
@@ -337,7 +340,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	default:
 		s.admit(c, now)
 	}
-	if s.draining.Load() {
+	if overCap || s.draining.Load() {
 		// Over TLS the 503 is answered once the request is in (as the
 		// refusals admit decides), after the handshake.
 		c.reject, c.retryAfter = 503, 1
@@ -350,6 +353,12 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c.sess.Deadline.Store(dl)
 	return nil, gnet.None
 }
+
+// tlsRefusalMargin is how many TLS connections past max_connections are
+// still taken through the handshake to be answered 503: 1/16 of the cap, at
+// least 16. The open-file cap leaves 10 % of the limit plus ReservedFDs free
+// (config.EffectiveMaxConnections), so the margin never reaches EMFILE.
+func tlsRefusalMargin(maxConns int64) int64 { return max(16, maxConns/16) }
 
 // admit counts the connection against its client address and decides the
 // refusals that depend on it (per-IP cap, pending-auth cap, handshake rate).
