@@ -51,6 +51,7 @@ type conn struct {
 	shutting      bool // shut ran: a close is done or queued; read nothing
 	cut           bool // close at once, dropping what is queued (slow reader)
 	tlsFull       bool // pumpTLS stopped at the decrypted-input cap
+	slowUntil     int64 // a slow reader's backlog must be written by then (ns)
 	ticketChecked bool
 	ticketSubject string
 	closedBy      string // "server" or "client"
@@ -308,33 +309,59 @@ func (c *conn) replyError(id []byte, code int, msg string, data []byte) gnet.Act
 
 // write sends bytes from the loop. gnet copies what the socket does not take
 // at once into the connection's outbound buffer, which has no cap of its
-// own: a reader that lets it grow past write_buffer_bytes is cut.
+// own: a reader that lets it grow past write_buffer_bytes is closed.
 func (c *conn) write(b []byte) gnet.Action {
 	c.send(b)
 	if c.backlog() > c.srv.lim.writeCap {
-		return c.failSlow()
+		c.failSlow()
 	}
 	return gnet.None
 }
 
-// checkBacklog cuts a slow reader from an AsyncWrite callback (on the loop),
-// where no gnet.Action can be returned.
+// checkBacklog closes a slow reader from an AsyncWrite callback (on the loop).
 func (c *conn) checkBacklog() {
 	if c.sess.State != session.Closing && c.backlog() > c.srv.lim.writeCap {
 		c.failSlow()
-		c.closeSocket()
 	}
 }
 
-func (c *conn) failSlow() gnet.Action {
+// slowGrace is how long a reader past write_buffer_bytes has to take its
+// backlog and the close frame queued behind it; then the TCP connection is
+// cut. Nothing is added to the backlog meanwhile.
+const slowGrace = 5 * time.Second
+
+// failSlow closes a reader whose backlog passed write_buffer_bytes with 1008
+// "Slow consumer": the close frame goes behind the backlog (it cannot jump
+// it), later replies are dropped, and the sweeper closes the socket once the
+// backlog is written, or cuts it after slowGrace (onDeadline).
+func (c *conn) failSlow() {
+	if c.sess.State == session.Closing {
+		return
+	}
 	c.srv.m.Rejected.WithLabelValues("slow_consumer").Inc()
 	c.closedBy = "server"
 	c.closeCode = uint16(ws.StatusPolicyViolation)
 	c.closeReason = "Slow consumer"
 	c.sess.State = session.Closing
-	c.cut = true
-	// The backlog is what is slow; the close frame cannot jump it, so close.
-	return gnet.Close
+	c.stopOut.Store(true)
+	var buf [2 + 2 + 13]byte
+	c.send(frame.AppendClose(buf[:0], ws.StatusPolicyViolation, "Slow consumer"))
+	now := time.Now().UnixNano()
+	c.slowUntil = now + int64(slowGrace)
+	c.sess.Deadline.Store(now + int64(sweepEvery))
+}
+
+// slowDeadline runs from the sweeper while a slow reader takes its backlog.
+func (c *conn) slowDeadline(now int64) {
+	switch {
+	case c.backlog() == 0:
+		c.closeSocket() // the close frame is out; close_notify follows on TLS
+	case now >= c.slowUntil:
+		c.cut = true
+		c.closeSocket()
+	default:
+		c.sess.Deadline.Store(now + int64(sweepEvery))
+	}
 }
 
 // fail sends a close frame with code and reason and asks to close; the
@@ -387,10 +414,7 @@ func (c *conn) Deliver(msg []byte) {
 	}
 	n := int64(frame.MaxHeaderLen(len(msg)) + len(msg))
 	if c.sess.OutPending.Load()+n > c.srv.lim.writeCap {
-		c.runOnLoop(func() {
-			c.failSlow()
-			c.closeSocket()
-		})
+		c.runOnLoop(c.failSlow)
 		return
 	}
 	if answered := countResponses(msg); answered > 0 {

@@ -55,6 +55,10 @@ func (c *conn) onDeadline() {
 			s.m.Handshakes.WithLabelValues("timeout").Inc()
 		}
 		c.closeSocket()
+	case session.Closing:
+		if c.slowUntil != 0 {
+			c.slowDeadline(now)
+		}
 	case session.PendingAuth:
 		s.m.AuthFailures.WithLabelValues("timeout").Inc()
 		c.closeNow(ws.StatusPolicyViolation, session.ReasonAuthTimeout)
