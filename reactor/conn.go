@@ -43,14 +43,14 @@ type conn struct {
 	status        int16 // HTTP status answered to the upgrade (101 on success)
 	reject        int16 // status decided at accept time, sent once the request is in
 	retryAfter    int16
-	counted       bool // holds a per-IP slot
-	pending       bool // counted in pending-auth (until authenticated or closed)
-	needProxy     bool // a PROXY header from a trusted balancer comes first
-	admitLater    bool // a trusted proxy: admit once X-Forwarded-For is read
-	async         bool // an off-loop step (ticket store) is running; read nothing
-	shutting      bool // shut ran: a close is done or queued; read nothing
-	cut           bool // close at once, dropping what is queued (slow reader)
-	tlsFull       bool // pumpTLS stopped at the decrypted-input cap
+	counted       bool  // holds a per-IP slot
+	pending       bool  // counted in pending-auth (until authenticated or closed)
+	needProxy     bool  // a PROXY header from a trusted balancer comes first
+	admitLater    bool  // a trusted proxy: admit once X-Forwarded-For is read
+	async         bool  // an off-loop step (ticket store) is running; read nothing
+	shutting      bool  // shut ran: a close is done or queued; read nothing
+	cut           bool  // close at once, dropping what is queued (slow reader)
+	tlsFull       bool  // pumpTLS stopped at the decrypted-input cap
 	slowUntil     int64 // a slow reader's backlog must be written by then (ns)
 	ticketChecked bool
 	ticketSubject string
