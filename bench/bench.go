@@ -177,7 +177,14 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 	defer prog.end()
 
 	prog.set("connecting", 0)
+	// The host's CPUs (steal) over the phase that is measured: in connect
+	// mode that is the connect phase itself, else the run phase below.
+	var host *hostSampler
+	if o.Mode == ModeConnect {
+		host = startHostSampler(readProcStat)
+	}
 	if err := each(runners, func(_ int, r runner) error { return r.connect(ctx) }); err != nil {
+		host.stop()
 		return nil, err
 	}
 	prog.set("settling", o.Settle)
@@ -189,7 +196,9 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 	// A short lead so that every worker has the start instant before it passes.
 	start := time.Now().Add(50 * time.Millisecond)
 	cpu0, cpuOK := processCPUSecs()
-	host := startHostSampler(readProcStat)
+	if host == nil {
+		host = startHostSampler(readProcStat)
+	}
 	if err := each(runners, func(_ int, r runner) error { return r.run(ctx, start) }); err != nil {
 		host.stop()
 		return nil, err
@@ -226,6 +235,14 @@ func runBench(ctx context.Context, o *Options, stderr io.Writer) (*Report, error
 			}
 		}
 		rep.Generator = generatorStats(cpu, runSecs, m.Completed, m.Engine)
+	}
+	if o.Mode == ModeConnect && cpuOK {
+		// Each process measured its own connect phase (engine.connect).
+		var cpu float64
+		for _, p := range parts {
+			cpu += p.CPUSecs
+		}
+		rep.Generator = connectGeneratorStats(cpu, m.ConnectSecs, m.Established)
 	}
 	if at := interruptedAt.Load(); at != 0 {
 		// Rates are over the part of the call phase that ran.
@@ -325,9 +342,10 @@ func serverStats(src string, before, connected, end serverSample, m *Partial, ru
 // server, may be what limits the run (compare send_lag).
 type GeneratorStats struct {
 	CPUSecs   float64 `json:"cpu_secs"`
-	Cores     float64 `json:"cores"` // cpu_secs / call-phase wall seconds
+	Cores     float64 `json:"cores"` // cpu_secs / wall seconds of the call phase (connect mode: the connect phase)
 	USPerCall float64 `json:"us_per_call,omitempty"`
-	Engine    string  `json:"engine,omitempty"` // epoll or goroutine
+	USPerConn float64 `json:"us_per_conn,omitempty"` // connect mode: over the connect phase
+	Engine    string  `json:"engine,omitempty"`      // epoll or goroutine
 }
 
 func generatorStats(cpu, secs float64, completed int64, engine string) *GeneratorStats {
@@ -341,11 +359,28 @@ func generatorStats(cpu, secs float64, completed int64, engine string) *Generato
 	return g
 }
 
+// connectGeneratorStats is the generator's CPU over the connect phase of
+// connect mode: near one core per process, the client's own handshakes
+// (TLS above all) and not the server set the rate.
+func connectGeneratorStats(cpu, secs float64, established int64) *GeneratorStats {
+	g := &GeneratorStats{CPUSecs: cpu}
+	if secs > 0 {
+		g.Cores = cpu / secs
+	}
+	if established > 0 {
+		g.USPerConn = cpu * 1e6 / float64(established)
+	}
+	return g
+}
+
 // text is the report's table line.
 func (g *GeneratorStats) text() string {
 	s := fmt.Sprintf("generator: %.2f cores", g.Cores)
 	if g.USPerCall > 0 {
 		s += fmt.Sprintf(" (%.2f µs/call)", g.USPerCall)
+	}
+	if g.USPerConn > 0 {
+		s += fmt.Sprintf(" (%.1f µs/conn, connect phase)", g.USPerConn)
 	}
 	if g.Engine != "" {
 		s += ", " + g.Engine + " engine"

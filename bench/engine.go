@@ -127,6 +127,15 @@ func (e *engine) connect(ctx context.Context) {
 	sem := make(chan struct{}, e.o.DialConcurrency)
 	var wg sync.WaitGroup
 	start := time.Now()
+	if e.o.Mode == ModeConnect {
+		// Connect mode measures this phase: the generator's own CPU over
+		// it says whether the client (its TLS handshakes) was the limit.
+		cpu0, _ := processCPUSecs()
+		defer func() {
+			cpu1, _ := processCPUSecs()
+			e.runCPU = cpu1 - cpu0
+		}()
+	}
 dial:
 	for i := range e.n {
 		g := e.first + i

@@ -28,7 +28,7 @@ type Report struct {
 	ErrorTotal  int64           `json:"error_total"`
 	Server      *ServerStats    `json:"server,omitempty"`
 	Generator   *GeneratorStats `json:"generator,omitempty"` // the bench's own CPU in the call phase (bench.go)
-	Host        *HostStats      `json:"host,omitempty"`      // the machine's CPUs over the run phase (host.go)
+	Host        *HostStats      `json:"host,omitempty"`      // the machine's CPUs over the run phase; connect mode: the connect phase (host.go)
 	PerSecond   []int64         `json:"calls_per_second,omitempty"`
 	Hists       map[string]Hist `json:"hdr,omitempty"` // HdrHistogram V2 base64, µs
 }

@@ -152,7 +152,7 @@ type Partial struct {
 	Errors      map[string]int64 `json:"errors,omitempty"`
 	Hists       map[string]Hist  `json:"hists"`
 	PerSecond   []int64          `json:"per_second,omitempty"` // calls completed in each second of the call phase
-	CPUSecs     float64          `json:"cpu_secs,omitempty"`   // this process's CPU time (user+sys) during the hold or call phase
+	CPUSecs     float64          `json:"cpu_secs,omitempty"`   // this process's CPU time (user+sys) during the call phase (connect mode: the connect phase)
 	Engine      string           `json:"engine,omitempty"`     // call engine: epoll or goroutine
 }
 

@@ -17,6 +17,11 @@
 //	    -prof-dir its top functions by self time under node --cpu-prof
 //	suite report -dir RESULTS -meta META.json -md FILE.md -html FILE.html
 //	    the results table (Markdown) and one self-contained HTML report
+//	suite tlsreport -dir RESULTS -meta META -md FILE.md
+//	    the TLS speed report of bench/scripts/tls.sh: the gateway next to
+//	    net/http (bench/tlsref), round by round, with a verdict per target
+//	suite tlsprobe -addr 127.0.0.1:PORT
+//	    one TLS connection as gateway bench makes it: what was negotiated
 //
 // Every helper is bounded in time and touches only loopback targets and the
 // PIDs it is given.
@@ -29,7 +34,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: suite sockwatch|midhold|bigframe|stdiofloor|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: suite sockwatch|midhold|bigframe|stdiofloor|report|tlsreport|tlsprobe [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -44,6 +49,10 @@ func main() {
 		err = cmdStdioFloor(os.Args[2:])
 	case "report":
 		err = cmdReport(os.Args[2:])
+	case "tlsreport":
+		err = cmdTLSReport(os.Args[2:])
+	case "tlsprobe":
+		err = cmdTLSProbe(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
