@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mcpgate/gateway/conformance/wsraw"
@@ -40,13 +42,46 @@ type row struct {
 	testCase
 	observed string
 	ok       bool
+	failedOn []string // transports where it failed, with what they saw
 }
 
-// TestConformance runs every case against one gateway, each case on a
-// fresh connection, and writes the table when CONFORMANCE_WRITE=1.
+// TestConformance runs every case over each transport (wsraw.Transports:
+// ws, wss, ws and wss behind HAProxy), as subtests named transport/case
+// (TestConformance/wss/7.1.1). Each transport has one gateway for all its
+// cases, each case a fresh connection; the transports run in parallel. With
+// CONFORMANCE_WRITE=1 a full run writes the table.
 func TestConformance(t *testing.T) {
-	g := wsraw.Start(t, gatewayBin, suiteConfig)
 	cases := allCases()
+	var mu sync.Mutex
+	ran := map[string][]row{}
+	trs := wsraw.Transports()
+	wsraw.EachTransport(t, func(t *testing.T, tr wsraw.Transport) {
+		rows := runCases(t, tr, cases)
+		mu.Lock()
+		ran[tr.String()] = rows
+		mu.Unlock()
+	})
+	// The transports' subtests are parallel: they end after this function.
+	t.Cleanup(func() {
+		if os.Getenv("CONFORMANCE_WRITE") != "1" {
+			return
+		}
+		rows, err := mergeRows(cases, trs, ran)
+		if err != nil {
+			t.Errorf("CONFORMANCE_WRITE=1: %v", err)
+			return
+		}
+		if err := os.WriteFile(docPath, []byte(renderDoc(rows, trs)), 0o644); err != nil {
+			t.Error(err)
+			return
+		}
+		t.Logf("wrote %s", docPath)
+	})
+}
+
+// runCases runs the cases against one gateway over tr.
+func runCases(t *testing.T, tr wsraw.Transport, cases []testCase) []row {
+	g := wsraw.StartOn(t, gatewayBin, tr, suiteConfig)
 	var rows []row
 	for _, tc := range cases {
 		var x *cx
@@ -63,7 +98,7 @@ func TestConformance(t *testing.T) {
 		if x == nil { // filtered out by -run
 			continue
 		}
-		rows = append(rows, row{tc, x.observed(), ok})
+		rows = append(rows, row{testCase: tc, observed: x.observed(), ok: ok})
 	}
 	if !g.Alive() {
 		t.Fatalf("gateway died during the suite: %v\n%s", g.ExitErr(), wsraw.Truncate(g.Logs(), 4000))
@@ -74,23 +109,37 @@ func TestConformance(t *testing.T) {
 			ok++
 		}
 	}
-	t.Logf("conformance: %d cases, %d OK, %d FAILED", len(rows), ok, len(rows)-ok)
-	if os.Getenv("CONFORMANCE_WRITE") == "1" {
-		if len(rows) != len(cases) {
-			t.Fatalf("CONFORMANCE_WRITE=1 needs a full run (%d of %d cases ran)", len(rows), len(cases))
+	t.Logf("conformance over %s: %d cases, %d OK, %d FAILED", tr, len(rows), ok, len(rows)-ok)
+	return rows
+}
+
+// mergeRows makes one row per case from full runs over every transport: the
+// observed column of the first transport, OK only when every transport
+// passed, and what each failing transport saw.
+func mergeRows(cases []testCase, trs []wsraw.Transport, ran map[string][]row) ([]row, error) {
+	for _, tr := range trs {
+		if len(ran[tr.String()]) != len(cases) {
+			return nil, fmt.Errorf("needs a full run (%d of %d cases ran over %s)", len(ran[tr.String()]), len(cases), tr)
 		}
-		if err := os.WriteFile(docPath, []byte(renderDoc(rows)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote %s", docPath)
 	}
+	rows := slices.Clone(ran[trs[0].String()])
+	for i := range rows {
+		rows[i].ok = true
+		for _, tr := range trs {
+			if r := ran[tr.String()][i]; !r.ok {
+				rows[i].ok = false
+				rows[i].failedOn = append(rows[i].failedOn, tr.String()+": "+r.observed)
+			}
+		}
+	}
+	return rows, nil
 }
 
 func dialFor(g *wsraw.Gateway, preAuth bool) (*wsraw.Conn, error) {
 	if !preAuth {
-		return wsraw.DialAuthed(g.Addr, wsraw.Token)
+		return g.DialAuthed(wsraw.Token)
 	}
-	c, err := wsraw.Dial(g.Addr, "/mcp")
+	c, err := g.Dial("/mcp")
 	if err == nil && c.Resp.StatusCode != 101 {
 		c.Close()
 		return nil, fmt.Errorf("upgrade answered %s", c.Resp.Status)
@@ -98,7 +147,7 @@ func dialFor(g *wsraw.Gateway, preAuth bool) (*wsraw.Conn, error) {
 	return c, err
 }
 
-func renderDoc(rows []row) string {
+func renderDoc(rows []row, trs []wsraw.Transport) string {
 	ok := 0
 	for _, r := range rows {
 		if r.ok {
@@ -137,8 +186,15 @@ close is also checked to be followed by the gateway closing TCP, with nothing
 after the close frame. "Still open" means a JSON-RPC ping request sent after the
 case was answered, with no other frame before the answer.
 
-Run one section with ` + "`go test ./conformance -run 'TestConformance/6\\.' -v`" + `; each
-case is a subtest named by its id.
+Every case runs over each of the four transports of the wire contract (SPEC 4):
+` + names(trs) + ` (ws:// on loopback, wss:// with TLS ending on the
+gateway, and both again behind HAProxy in TCP mode sending PROXY v2). A case is
+OK only when it passed over all four; the observed column is what ` + trs[0].String() + ` saw,
+and a failure names the transport and what it saw there.
+
+Run one section over one transport with
+` + "`go test ./conformance -run 'TestConformance/^wss$/6\\.' -v`" + `; each case is a
+subtest named by its transport and id.
 
 `)
 	fmt.Fprintf(&b, "**Totals: %d cases, %d OK, %d FAILED.**\n", len(rows), ok, len(rows)-ok)
@@ -151,12 +207,21 @@ case is a subtest named by its id.
 			}
 			res := "OK"
 			if !r.ok {
-				res = "**FAILED**"
+				res = "**FAILED** on " + strings.Join(r.failedOn, "; ")
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.ID, cell(r.Desc), cell(r.Expect), cell(r.observed), res)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.ID, cell(r.Desc), cell(r.Expect), cell(r.observed), cell(res))
 		}
 	}
 	return b.String()
+}
+
+// names lists the transports' names in backquotes.
+func names(trs []wsraw.Transport) string {
+	var out []string
+	for _, tr := range trs {
+		out = append(out, "`"+tr.String()+"`")
+	}
+	return strings.Join(out, ", ")
 }
 
 // cell makes s safe inside a Markdown table cell.

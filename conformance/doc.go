@@ -8,9 +8,11 @@
 // echo tool call or a ping), and "echoed" means the answer carries the sent
 // text back.
 //
-// Every case is a subtest of TestConformance named by its case id:
+// Every case runs over each transport of the wire contract
+// (wsraw.Transports: ws, wss, ws-haproxy, wss-haproxy), as a subtest of
+// TestConformance named by the transport and the case id:
 //
-//	go test ./conformance -run 'TestConformance/6\.'
+//	go test ./conformance -run 'TestConformance/^wss$/6\.'
 //
 // With CONFORMANCE_WRITE=1 a full run rewrites docs/conformance.md, the
 // table of cases with their expected and observed behaviour; TestDocCurrent

@@ -2,6 +2,7 @@ package wsraw
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,7 +23,8 @@ const (
 	OpPong         byte = 0xA
 )
 
-// Conn is a deliberately low-level WebSocket client over one TCP connection.
+// Conn is a deliberately low-level WebSocket client over one connection:
+// TCP, or TLS over TCP (any net.Conn).
 type Conn struct {
 	C    net.Conn
 	BR   *bufio.Reader
@@ -54,6 +56,12 @@ func DialRequest(addr, req string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return RequestOver(c, req)
+}
+
+// RequestOver writes req verbatim on c (TCP, TLS or anything else) and
+// reads the HTTP response. On an error c is closed.
+func RequestOver(c net.Conn, req string) (*Conn, error) {
 	r := &Conn{C: c, BR: bufio.NewReaderSize(c, 64<<10)}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
@@ -76,27 +84,36 @@ func DialAuthed(addr, token string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Resp.StatusCode != 101 {
-		r.Close()
-		return nil, fmt.Errorf("upgrade answered %s", r.Resp.Status)
-	}
-	if err := r.Write(Frame(true, 0, OpText, []byte(`{"type":"auth","token":"`+token+`"}`))); err != nil {
-		r.Close()
+	if err := r.auth(token); err != nil {
 		return nil, err
-	}
-	f, err := r.ReadFrame(5 * time.Second)
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("reading auth answer: %w", err)
-	}
-	if f.Op != OpText || !strings.HasPrefix(string(f.Payload), `{"type":"auth_ok","session":"`) {
-		r.Close()
-		return nil, fmt.Errorf("auth answered %s", f)
 	}
 	return r, nil
 }
 
-// Close closes the TCP connection.
+// auth checks the upgrade succeeded and authenticates with a first-message
+// token; on an error the connection is closed.
+func (r *Conn) auth(token string) error {
+	if r.Resp.StatusCode != 101 {
+		r.Close()
+		return fmt.Errorf("upgrade answered %s", r.Resp.Status)
+	}
+	if err := r.Write(Frame(true, 0, OpText, []byte(`{"type":"auth","token":"`+token+`"}`))); err != nil {
+		r.Close()
+		return err
+	}
+	f, err := r.ReadFrame(5 * time.Second)
+	if err != nil {
+		r.Close()
+		return fmt.Errorf("reading auth answer: %w", err)
+	}
+	if f.Op != OpText || !strings.HasPrefix(string(f.Payload), `{"type":"auth_ok","session":"`) {
+		r.Close()
+		return fmt.Errorf("auth answered %s", f)
+	}
+	return nil
+}
+
+// Close closes the connection.
 func (r *Conn) Close() error { return r.C.Close() }
 
 // Write writes b within 10 s.
@@ -243,6 +260,11 @@ func (r *Conn) WaitEOF(timeout time.Duration) (int, error) {
 	n, err := io.Copy(io.Discard, r.BR)
 	if err == nil || isReset(err) {
 		return int(n), nil
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		if _, isTLS := r.C.(*tls.Conn); isTLS {
+			return int(n), errors.New("TCP closed without a TLS close_notify")
+		}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -115,6 +115,11 @@ type Gateway struct {
 	logLimit int
 	exited   chan struct{}
 	exitErr  error
+
+	// Transport is how clients reach the gateway, and Front the address
+	// they dial: HAProxy's frontend, or Addr itself.
+	Transport Transport
+	Front     string
 }
 
 type logWriter struct{ g *Gateway }
@@ -140,12 +145,23 @@ type Spec struct {
 	// over, so the last words survive a chatty run. 0 means 4 MiB; a
 	// negative value keeps everything.
 	LogLimit int
+	// Transport amends the config (tls, proxy) and, for the HAProxy
+	// transports, starts HAProxy in front once the gateway is ready. The
+	// zero value is ws:// on loopback.
+	Transport Transport
 }
 
 // Start writes the config (defaults overridden by set) and credentials to a
 // temp dir, runs `bin serve -c` on free loopback ports and waits until it
 // is ready. The process is stopped when the test ends.
 func Start(t testing.TB, bin string, set Config) *Gateway {
+	t.Helper()
+	return StartOn(t, bin, WS, set)
+}
+
+// StartOn is Start over transport tr: the gateway's config gets tr's tls
+// and proxy settings, and HAProxy runs in front when tr says so.
+func StartOn(t testing.TB, bin string, tr Transport, set Config) *Gateway {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
@@ -159,13 +175,15 @@ func Start(t testing.TB, bin string, set Config) *Gateway {
 			"tokens.txt":  "# sha256 subject\n" + sha(Token) + " tester\n" + sha(OtherToken) + " other\n",
 			"admin.token": AdminToken + "\n",
 		},
+		Transport: tr,
 	})
 }
 
 // Launch writes spec's config (as gateway.yaml) and files into dir, runs
 // `bin serve -c gateway.yaml` there in its own process group, and waits up
 // to 15 s until the admin listener's /readyz answers 200 and the WebSocket
-// listener accepts. The process is stopped when the test ends.
+// listener accepts; then it starts what spec.Transport puts in front. The
+// process is stopped when the test ends.
 func Launch(t testing.TB, bin, dir string, spec Spec) *Gateway {
 	t.Helper()
 	limit := spec.LogLimit
@@ -173,6 +191,11 @@ func Launch(t testing.TB, bin, dir string, spec Spec) *Gateway {
 		limit = 4 << 20
 	}
 	g := &Gateway{t: t, Dir: dir, Addr: spec.Addr, Admin: spec.Admin, logLimit: limit, exited: make(chan struct{})}
+	spec.Config, spec.Files = maps.Clone(spec.Config), maps.Clone(spec.Files)
+	if spec.Files == nil {
+		spec.Files = map[string]string{}
+	}
+	spec.Transport.Amend(t, spec.Config, spec.Files)
 	var b strings.Builder
 	written := map[string]bool{}
 	for _, k := range keyOrder {
@@ -212,6 +235,7 @@ func Launch(t testing.TB, bin, dir string, spec Spec) *Gateway {
 			if resp.StatusCode == 200 {
 				if c, err := net.Dial("tcp", g.Addr); err == nil {
 					c.Close()
+					spec.Transport.front(t, g)
 					return g
 				}
 			}

@@ -1,0 +1,142 @@
+package wsraw
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// RequireBinary finds a system program a test needs (haproxy,
+// redis-server; scripts/deps.sh installs them). Missing, it skips the test,
+// except with CI=true, where it fails it: CI must run every row.
+func RequireBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed (scripts/deps.sh installs it)", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// HAServer is one backend server line: its address and the options after
+// it ("send-proxy-v2", "check port 9090").
+type HAServer struct {
+	Addr    string
+	Options string
+}
+
+// HAProxy describes an HAProxy in TCP mode: one frontend on a free loopback
+// port, one backend of Servers.
+type HAProxy struct {
+	Servers []HAServer
+	// Backend holds more lines for the backend section (balance, health
+	// checks), each indented by two spaces.
+	Backend string
+	// Defaults holds more lines for the defaults section.
+	Defaults string
+	// MaxConn is the global maxconn; 0 means 4000.
+	MaxConn int
+}
+
+// StartHAProxy runs HAProxy as described, on a free loopback port, and
+// returns its frontend address once it listens (seen in /proc/net/tcp,
+// so that waiting makes no connection through it). HAProxy is killed when
+// the test ends. The timeouts (client and server 120 s, connect 2 s) are
+// longer than any row waits.
+func StartHAProxy(t testing.TB, hp HAProxy) string {
+	t.Helper()
+	bin := RequireBinary(t, "haproxy")
+	port := FreePort(t)
+	front := fmt.Sprintf("127.0.0.1:%d", port)
+	maxconn := hp.MaxConn
+	if maxconn == 0 {
+		maxconn = 4000
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+  maxconn %d
+  nbthread 1
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+%sfrontend fe
+  bind %s
+  default_backend be
+backend be
+%s`, maxconn, hp.Defaults, front, hp.Backend)
+	for i, s := range hp.Servers {
+		fmt.Fprintf(&b, "  server s%d %s %s\n", i+1, s.Addr, s.Options)
+	}
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	must(t, os.WriteFile(cfg, []byte(b.String()), 0o600))
+	cmd := exec.Command(bin, "-f", cfg, "-db")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	must(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	deadline := time.Now().Add(10 * time.Second)
+	for !listening(port) {
+		select {
+		case <-exited:
+			t.Fatalf("haproxy exited at start:\n%s\nconfig:\n%s", out, b.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy not listening on %s after 10s:\n%s", front, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return front
+}
+
+// listening reports whether a socket listens on 127.0.0.1:port, from
+// /proc/net/tcp (state 0A is LISTEN).
+func listening(port int) bool {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	want := fmt.Sprintf("0100007F:%04X", port)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 3 && fields[1] == want && fields[3] == "0A" {
+			return true
+		}
+	}
+	return false
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > 1<<20 {
+		return len(p), nil
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
