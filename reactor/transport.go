@@ -69,11 +69,14 @@ func (c *conn) backlog() int64 {
 // goroutine) queue with AsyncWrite. tlsconn never calls it twice at once,
 // so asyncOut cannot change between the check and the write.
 func (c *conn) tlsOut(b []byte, loop bool) {
-	if loop && c.asyncOut.Load() == 0 {
-		_, _ = c.gc.Write(b)
-		return
+	switch {
+	case !loop:
+		c.queue(b) // ours to keep
+	case c.asyncOut.Load() == 0:
+		_, _ = c.gc.Write(b) // gnet copies what the socket does not take
+	default:
+		c.queue(append([]byte(nil), b...)) // lent for this call only
 	}
-	c.queue(b)
 }
 
 // queue writes b after everything queued before it, counting it in the

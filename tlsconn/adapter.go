@@ -141,8 +141,10 @@ func (r *rawConn) Read(p []byte) (int, error) {
 	}
 }
 
-// Write copies b, because crypto/tls reuses its record buffer (outBufPool in
-// writeRecordLocked) and out may keep the slice until the socket takes it.
+// Write hands b to out. crypto/tls reuses its record buffer (outBufPool in
+// writeRecordLocked), so for writes from other goroutines, whose records out
+// queues, b is copied; the loop's records are lent as they are (loop true:
+// out must copy what it keeps), since they mostly go to the socket at once.
 func (r *rawConn) Write(b []byte) (int, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -152,9 +154,13 @@ func (r *rawConn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	if r.loop {
+		r.out(b, true)
+		return len(b), nil
+	}
 	p := make([]byte, len(b))
 	copy(p, b)
-	r.out(p, r.loop)
+	r.out(p, false)
 	return len(b), nil
 }
 

@@ -87,6 +87,26 @@ func BenchmarkWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkLoopWrite: writes from the loop, whose records are lent to out
+// (no copy when they go straight to the socket).
+func BenchmarkLoopWrite(b *testing.B) {
+	for _, ver := range versions() {
+		b.Run(ver.name+"/64B", func(b *testing.B) {
+			c, _, _, sink := benchPair(b, ver.v)
+			sink.p.Store(nil)
+			msg := make([]byte, 64)
+			b.SetBytes(64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.LoopWrite(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkWriteParallel: several goroutines writing to one connection.
 func BenchmarkWriteParallel(b *testing.B) {
 	c, _, _, sink := benchPair(b, tls.VersionTLS13)

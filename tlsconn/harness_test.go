@@ -327,7 +327,10 @@ func newAsyncWriter(sock net.Conn) *asyncWriter {
 	return w
 }
 
-func (w *asyncWriter) push(b []byte, _ bool) {
+func (w *asyncWriter) push(b []byte, loop bool) {
+	if loop {
+		b = append([]byte(nil), b...) // lent for the call only
+	}
 	w.mu.Lock()
 	if !w.done {
 		w.q = append(w.q, b)
