@@ -32,13 +32,12 @@ func dialFromTLS(src, addr string) (net.Conn, error) {
 	return d.Dial("tcp", addr)
 }
 
-// wssConnectAuth is one fresh client: TCP, TLS, upgrade, first-message auth.
-func wssConnectAuth(t *testing.T, g *gateway, ca *testCA) time.Duration {
+// wssAuthed is one fresh client: TCP, TLS, upgrade, first-message auth.
+func wssAuthed(t *testing.T, g *gateway, ca *testCA) *raw {
 	t.Helper()
-	start := time.Now()
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", g.Addr, ca.clientTLS(0))
 	must(t, err)
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	r := requestOver(t, c, wsraw.UpgradeRequest(g.Addr, "/mcp"))
 	if r.resp.StatusCode != 101 {
 		t.Fatalf("upgrade: %s", r.resp.Status)
@@ -47,7 +46,17 @@ func wssConnectAuth(t *testing.T, g *gateway, ca *testCA) time.Duration {
 	if got := r.readText(); !strings.HasPrefix(got, `{"type":"auth_ok"`) {
 		t.Fatalf("auth: %s", got)
 	}
-	return time.Since(start)
+	return r
+}
+
+// wssConnectAuth times wssAuthed, then closes the connection.
+func wssConnectAuth(t *testing.T, g *gateway, ca *testCA) time.Duration {
+	t.Helper()
+	start := time.Now()
+	r := wssAuthed(t, g, ca)
+	d := time.Since(start)
+	r.c.Close()
+	return d
 }
 
 func median(d []time.Duration) time.Duration {

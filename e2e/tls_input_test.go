@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
@@ -23,17 +22,7 @@ func TestTLSInputCapResumes(t *testing.T) {
   max_preauth_message_bytes: 1KiB
   idle_timeout: 60s
   ping_interval: 20s`))
-	c, err := tls.Dial("tcp", g.Addr, ca.clientTLS(0))
-	must(t, err)
-	defer c.Close()
-	r := requestOver(t, c, wsraw.UpgradeRequest(g.Addr, "/mcp"))
-	if r.resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %s", r.resp.Status)
-	}
-	r.sendText(`{"type":"auth","token":"` + aliceToken + `"}`)
-	if got := r.readText(); !strings.HasPrefix(got, `{"type":"auth_ok"`) {
-		t.Fatalf("auth: %s", got)
-	}
+	r := wssAuthed(t, g, ca)
 	const n, size = 60, 3500
 	var burst bytes.Buffer
 	for i := 1; i <= n; i++ {

@@ -68,42 +68,34 @@ func BenchmarkRead(b *testing.B) {
 	}
 }
 
-// BenchmarkWrite: one small record to out (which drops it).
+// BenchmarkWrite: one 64-byte record written from another goroutine
+// (Write: copied for out to queue) and from the loop (LoopWrite: lent to out,
+// which writes it to the socket at once).
 func BenchmarkWrite(b *testing.B) {
 	for _, ver := range versions() {
-		b.Run(ver.name+"/64B", func(b *testing.B) {
-			c, _, _, sink := benchPair(b, ver.v)
-			sink.p.Store(nil)
-			msg := make([]byte, 64)
-			b.SetBytes(64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				if _, err := c.Write(msg); err != nil {
-					b.Fatal(err)
-				}
+		for _, loop := range []bool{false, true} {
+			name := ver.name + "/64B/queued"
+			if loop {
+				name = ver.name + "/64B/loop"
 			}
-		})
-	}
-}
-
-// BenchmarkLoopWrite: writes from the loop, whose records are lent to out
-// (no copy when they go straight to the socket).
-func BenchmarkLoopWrite(b *testing.B) {
-	for _, ver := range versions() {
-		b.Run(ver.name+"/64B", func(b *testing.B) {
-			c, _, _, sink := benchPair(b, ver.v)
-			sink.p.Store(nil)
-			msg := make([]byte, 64)
-			b.SetBytes(64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				if _, err := c.LoopWrite(msg); err != nil {
-					b.Fatal(err)
+			b.Run(name, func(b *testing.B) {
+				c, _, _, sink := benchPair(b, ver.v)
+				sink.p.Store(nil)
+				write := c.Write
+				if loop {
+					write = c.LoopWrite
 				}
-			}
-		})
+				msg := make([]byte, 64)
+				b.SetBytes(64)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					if _, err := write(msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 
