@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine (Debian, root): the
-# Debian packages named as arguments (redis-server, haproxy, chromium) and the
-# npm packages pinned under test/*/. Idempotent and quiet when everything is
-# there already.
+# Debian packages named as arguments (redis-server, haproxy, chromium,
+# python3-websockets) and the npm packages pinned under test/*/. Idempotent
+# and quiet when everything is there already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
