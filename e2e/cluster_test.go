@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,18 +16,11 @@ import (
 	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
-// requireBinary finds a system program the distributed tests need; with
-// CI=true a missing one fails the test instead of skipping it.
+// requireBinary finds a system program the tests need; with CI=true a
+// missing one fails the test instead of skipping it.
 func requireBinary(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (scripts/deps.sh installs it)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	return wsraw.RequireBinary(t, name)
 }
 
 type redisServer struct {
@@ -77,51 +68,20 @@ func (r *redisServer) kill() {
 	}
 }
 
-// startHAProxy puts HAProxy (TCP mode, health checks on each node's /readyz)
-// in front of the gateways and returns the frontend address.
+// startHAProxy puts HAProxy (TCP mode, round robin, health checks on each
+// node's /readyz) in front of the gateways and returns the frontend address.
 func startHAProxy(t *testing.T, nodes []*gateway) string {
-	bin := requireBinary(t, "haproxy")
-	front := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
-	var b strings.Builder
-	fmt.Fprintf(&b, `global
-  maxconn 4000
-defaults
-  mode tcp
-  timeout connect 2s
-  timeout client 60s
-  timeout server 60s
-  retries 3
-  option redispatch
-frontend fe
-  bind %s
-  default_backend gateways
-backend gateways
-  balance roundrobin
+	hp := wsraw.HAProxy{Defaults: "  retries 3\n  option redispatch\n", Backend: `  balance roundrobin
   option httpchk GET /readyz
   default-server inter 100ms fall 1 rise 2
-`, front)
-	for i, g := range nodes {
+`}
+	for _, g := range nodes {
 		_, adminPort, _ := net.SplitHostPort(g.Admin)
-		fmt.Fprintf(&b, "  server n%d %s check port %s\n", i+1, g.Addr, adminPort)
+		hp.Servers = append(hp.Servers, wsraw.HAServer{Addr: g.Addr, Options: "check port " + adminPort})
 	}
-	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
-	must(t, os.WriteFile(cfg, []byte(b.String()), 0o600))
-	cmd := exec.Command(bin, "-f", cfg, "-db")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	must(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", front); err == nil {
-			c.Close()
-			time.Sleep(300 * time.Millisecond) // first health checks
-			return front
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("haproxy did not start: %s", out.String())
-	return ""
+	front := wsraw.StartHAProxy(t, hp)
+	time.Sleep(300 * time.Millisecond) // first health checks
+	return front
 }
 
 func clusterNodes(t *testing.T, redisURL string, n int, extra ...option) []*gateway {

@@ -67,9 +67,6 @@ func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToSt
 // suite's helpers.
 type gateway struct{ *wsraw.Gateway }
 
-// URL is the ws:// URL of path on the gateway.
-func (g *gateway) URL(path string) string { return "ws://" + g.Addr + path }
-
 // waitNoConnections waits until the readiness probe's connection (and any
 // other) is closed on the gateway's side, for tests that count connections.
 func (g *gateway) waitNoConnections(t testing.TB) {
@@ -136,6 +133,12 @@ func startGateway(t testing.TB, opts ...option) *gateway {
 // wrap it in a shell that lowers its file limit).
 func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string, []string), opts ...option) *gateway {
 	t.Helper()
+	return startGatewayFull(t, wsraw.WS, wrap, opts...)
+}
+
+// startGatewayFull is startGatewayCmd over transport tr (see startGatewayOn).
+func startGatewayFull(t testing.TB, tr wsraw.Transport, wrap func(bin string, args []string) (string, []string), opts ...option) *gateway {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
 	cfg := baseConfig(addr, admin)
@@ -149,7 +152,8 @@ func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string,
 			"jwt.key":     jwtSecret + "\n",
 			"admin.token": adminToken + "\n",
 		},
-		LogLimit: -1, // waitLog looks for lines from any point of a test
+		LogLimit:  -1, // waitLog looks for lines from any point of a test
+		Transport: tr,
 	})}
 }
 

@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,77 +9,10 @@ import (
 	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
-// dialFrom opens an upgrade from a given loopback source address.
-func dialFrom(t *testing.T, src, addr string) *raw {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", addr)
-	must(t, err)
-	t.Cleanup(func() { c.Close() })
-	return dialOver(t, c, addr)
-}
-
-// HAProxy in TCP mode sends PROXY v2: the gateway logs and rate-limits by the
-// real client address, not the balancer's.
-func TestHAProxyProxyProtocol(t *testing.T) {
-	bin := requireBinary(t, "haproxy")
-	g := startGateway(t, with("proxy", `
-  trusted_cidrs: ["127.0.0.1/32"]
-  proxy_protocol: true`), with("ratelimit", `
-  handshakes_per_ip: {count: 3, window: 10s}`))
-	front := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
-	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
-	must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global
-  maxconn 100
-defaults
-  mode tcp
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind %s
-  default_backend gw
-backend gw
-  server g1 %s send-proxy-v2 source 127.0.0.1
-`, front, g.Addr)), 0o600))
-	cmd := exec.Command(bin, "-f", cfg, "-db")
-	must(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", front); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatal("haproxy did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // the probe above was one (empty) proxied connection
-
-	for i := 0; i < 3; i++ {
-		r := dialFrom(t, "127.0.0.2", front)
-		if r.resp.StatusCode != 101 {
-			t.Fatalf("client .2 handshake %d: %s", i, r.resp.Status)
-		}
-	}
-	if r := dialFrom(t, "127.0.0.2", front); r.resp.StatusCode != 429 {
-		t.Fatalf("client .2 4th handshake: %s (the limit must count the real client)", r.resp.Status)
-	}
-	r := dialFrom(t, "127.0.0.3", front)
-	if r.resp.StatusCode != 101 {
-		t.Fatalf("client .3 behind the same balancer: %s", r.resp.Status)
-	}
-	r.sendText(`{"type":"auth","token":"` + aliceToken + `"}`)
-	r.readText()
-	deadline := time.Now().Add(3 * time.Second)
-	for !strings.Contains(g.Logs(), `"remote":"127.0.0.3","subject":"alice"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with the real client address:\n%s", wsraw.Truncate(g.Logs(), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// HAProxy in TCP mode sending PROXY v2 is a transport of the wire matrix
+// (wsraw.WSHAProxy, wsraw.WSSHAProxy): every row runs behind it, and
+// TestHandshakeRatePerIP checks the gateway limits and logs the real client
+// address there. The rows here are about the proxy settings themselves.
 
 // A PROXY header from a peer outside trusted_cidrs is refused; the same peer
 // without one is an ordinary client.

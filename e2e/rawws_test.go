@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -59,7 +60,13 @@ func requestOver(t testing.TB, c net.Conn, req string) *raw {
 // dialAuthed upgrades and authenticates with a first-message token.
 func dialAuthed(t testing.TB, addr, token string) *raw {
 	t.Helper()
-	r := dialRaw(t, addr, "/mcp")
+	return authOver(t, dialRaw(t, addr, "/mcp"), token)
+}
+
+// authOver checks r was upgraded and authenticates it with a first-message
+// token.
+func authOver(t testing.TB, r *raw, token string) *raw {
+	t.Helper()
 	if r.resp.StatusCode != 101 {
 		t.Fatalf("upgrade: %s", r.resp.Status)
 	}
@@ -87,6 +94,14 @@ func (r *raw) write(b []byte) {
 	if _, err := r.c.Write(b); err != nil {
 		r.t.Fatalf("write: %v", err)
 	}
+}
+
+// writeRefused writes b, which the gateway may refuse before it has read
+// it all (a size decided from the frame header): a write error is not the
+// row's failure, the close frame that follows tells.
+func (r *raw) writeRefused(b []byte) {
+	_ = r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, _ = r.c.Write(b)
 }
 
 func (r *raw) sendText(s string) { r.t.Helper(); r.write(buildFrame(true, 0, 1, true, []byte(s))) }
@@ -148,8 +163,8 @@ func (r *raw) expectClose(code int, reason string, timeout time.Duration) time.T
 	}
 }
 
-// expectEOF checks the server closed the TCP connection within timeout
-// without sending any frame.
+// expectEOF checks the server closed the connection within timeout without
+// sending any frame; over TLS, with a close_notify first.
 func (r *raw) expectEOF(timeout time.Duration) {
 	r.t.Helper()
 	_ = r.c.SetReadDeadline(time.Now().Add(timeout))
@@ -161,5 +176,8 @@ func (r *raw) expectEOF(timeout time.Duration) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		r.t.Fatalf("connection still open after %v", timeout)
+	}
+	if _, isTLS := r.c.(*tls.Conn); isTLS && errors.Is(err, io.ErrUnexpectedEOF) {
+		r.t.Fatalf("TCP closed without a TLS close_notify")
 	}
 }
