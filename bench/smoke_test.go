@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -122,6 +123,20 @@ func TestSmoke(t *testing.T) {
 	}
 	if rep.Server == nil || rep.Server.USPerCall <= 0 || rep.Server.RSSEnd <= 0 {
 		t.Fatalf("server figures missing: %+v", rep.Server)
+	}
+
+	// Connect mode, in two worker processes: the generator's CPU and the
+	// host's CPUs cover the connect phase, which is what it measures.
+	rep = runMain(t, "--url", url, "--token", token, "--mode", "connect", "--conns", "40",
+		"--per-process", "20", "--server-pid", strconv.Itoa(pid))
+	if rep.Connections.Established != 40 || rep.ErrorTotal != 0 || rep.Server == nil || rep.Server.CPUConnectSecs < 0 {
+		t.Fatalf("connect: %+v errors %+v server %+v", rep.Connections, rep.Errors, rep.Server)
+	}
+	if g := rep.Generator; g == nil || g.CPUSecs <= 0 || g.USPerConn <= 0 || g.USPerCall != 0 {
+		t.Fatalf("connect: generator figures %+v", rep.Generator)
+	}
+	if runtime.GOOS == "linux" && (rep.Host == nil || rep.Host.Secs <= 0) {
+		t.Fatalf("connect: no host figures over the connect phase: %+v", rep.Host)
 	}
 
 	rep = runMain(t, "--url", url, "--token", token, "--mode", "call", "--conns", "30",
