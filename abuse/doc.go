@@ -12,6 +12,11 @@
 //   - a ping flood: answered or cut, never fatal, other clients unaffected;
 //   - permessage-deflate offered: never accepted.
 //
+// Every attack but the 15,000-connection horde runs over each transport of
+// the wire contract (ws, wss, ws-haproxy, wss-haproxy), as subtests named by
+// the transport (TestMessageFlood/wss); the horde runs over ws:// (see
+// TestUnauthenticatedHorde for why).
+//
 // The tests print the figures they measure (close timing, RSS per
 // unauthenticated connection, bytes read) with -v. The gateway is always
 // built without -race here: the figures are memory figures, and a race

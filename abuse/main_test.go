@@ -29,10 +29,26 @@ func start(t *testing.T, set wsraw.Config) *wsraw.Gateway {
 	return wsraw.Start(t, gatewayBin, set)
 }
 
-// authed opens an authenticated connection, closed when the test ends.
+// startOn is start over transport tr (tls, proxy settings; HAProxy in
+// front): the attacks that are not about sheer numbers run over each
+// transport of the wire contract, through eachTransport.
+func startOn(t *testing.T, tr wsraw.Transport, set wsraw.Config) *wsraw.Gateway {
+	t.Helper()
+	return wsraw.StartOn(t, gatewayBin, tr, set)
+}
+
+// eachTransport runs f once per transport (ws, wss, ws-haproxy,
+// wss-haproxy), as parallel subtests named by the transport.
+func eachTransport(t *testing.T, f func(t *testing.T, tr wsraw.Transport)) {
+	t.Helper()
+	wsraw.EachTransport(t, f)
+}
+
+// authed opens an authenticated connection over g's transport, closed when
+// the test ends.
 func authed(t *testing.T, g *wsraw.Gateway) *wsraw.Conn {
 	t.Helper()
-	c, err := wsraw.DialAuthed(g.Addr, wsraw.Token)
+	c, err := g.DialAuthed(wsraw.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
