@@ -183,7 +183,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	dl := <-deadline
 	a.progress("availability")
 	avail := a.checkAvailability(ctx)
-	if avail.Status == Fail && dl.Status == Pass && a.dlNoFrame {
+	if avail.Status == Fail && (dl.Status == Pass || dl.Status == Warn) && a.dlNoFrame {
 		// The idle connection may have ended because the server went down.
 		dl.Status = Skip
 		dl.Summary = "inconclusive: the idle connection ended without a close frame, and the server went down during the audit"

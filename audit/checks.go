@@ -17,6 +17,8 @@ func refusedAnswer(status int) bool { return status == 401 || status == 403 }
 // refused for a reason the check can judge.
 func inconclusive(r *upgradeResult) string {
 	switch {
+	case r.lost:
+		return "the server closed the connection without an HTTP answer (" + strings.TrimPrefix(r.line, "no HTTP answer: ") + "): a refusal that never reaches the client cannot be told from a failure, so this is not verified"
 	case r.status == 0:
 		return "could not reach the endpoint: " + r.line
 	case r.status == 429 || r.status == 503:
@@ -29,7 +31,7 @@ func inconclusive(r *upgradeResult) string {
 // then (on a second connection) tools/list, as the first message.
 func (a *auditor) checkAuthBeforeService(ctx context.Context) Check {
 	c := a.newCheck("auth-before-service", "Auth before service", Critical)
-	var served, rpcErr, refused, closed int
+	var served, rpcErr, refused, closed, cut int
 	var last *upgradeResult
 	for _, method := range []string{"initialize", "tools/list"} {
 		params := ""
@@ -62,6 +64,9 @@ func (a *auditor) checkAuthBeforeService(ctx context.Context) Check {
 			rpcErr++
 		default:
 			closed++
+			if o.closed != nil && o.closed.cut() {
+				cut++
+			}
 		}
 		r.conn.close()
 	}
@@ -73,6 +78,8 @@ func (a *auditor) checkAuthBeforeService(ctx context.Context) Check {
 		return c.done(Warn, "not served, but a JSON-RPC handler answered requests sent before authentication")
 	case refused == 2:
 		return c.done(Pass, "upgrades without credentials are refused (%s)", last.line)
+	case refused+closed == 2 && cut > 0:
+		return c.done(Warn, "requests sent before authentication were not answered, but %d of 2 connections ended without a close frame: the client sees an abnormal closure (1006) and cannot tell why", cut)
 	case refused+closed == 2:
 		return c.done(Pass, "requests sent before authentication were not answered")
 	}
@@ -236,9 +243,12 @@ func (a *auditor) checkAuthDeadline(ctx context.Context) Check {
 			}
 			continue
 		}
-		a.dlNoFrame = m.err != nil
+		a.dlNoFrame = m.cut()
 		got := append([]string{r.received()}, seen...)
 		c.add(r.sent+"; then sent nothing", strings.Join(append(got, m.describe()), "; then "))
+		if m.cut() {
+			return c.done(Warn, "an unauthenticated idle connection was closed after %s (bound %s), but without a close frame: the client sees an abnormal closure (1006) and cannot tell it must authenticate", dur(m.at), dur(bound))
+		}
 		return c.done(Pass, "an unauthenticated idle connection was closed after %s (bound %s)", dur(m.at), dur(bound))
 	}
 }

@@ -82,10 +82,12 @@ func (a *auditor) checkMessageSize(ctx context.Context) Check {
 		return c.done(Fail, "a 1.1 MiB message was accepted and the connection still serves")
 	case o.closed != nil && o.closed.op == ws.OpClose && o.closed.code == ws.StatusMessageTooBig:
 		return c.done(Pass, "a 1.1 MiB message was refused: close 1009")
-	case o.closed != nil:
+	case o.closed != nil && !o.closed.cut():
 		return c.done(Pass, "a 1.1 MiB message was refused: %s", o.closed.describe())
+	case o.closed != nil:
+		return c.done(Warn, "a 1.1 MiB message was refused, but without a close frame (%s): the client sees an abnormal closure (1006), not 1009", o.closed.describe())
 	case werr != nil:
-		return c.done(Pass, "a 1.1 MiB message was refused: the server closed the connection during the write")
+		return c.done(Warn, "a 1.1 MiB message was refused, but without a close frame: the server closed the connection during the write; the client sees an abnormal closure (1006), not 1009")
 	}
 	return c.done(Warn, "no answer and no close within %s: the message may have been dropped silently", dur(a.replyWait()))
 }

@@ -187,6 +187,13 @@ var (
 // allowlist, a 2 s auth timeout and the seed's 100 messages per 10 s.
 func startGateway(t *testing.T, token string) string {
 	t.Helper()
+	return "ws://" + startGatewayConfig(t, token, "") + "/mcp"
+}
+
+// startGatewayConfig is startGateway with extra top-level YAML (e.g. a tls
+// section); it returns the listen address.
+func startGatewayConfig(t *testing.T, token, extra string) string {
+	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "audit-gateway-")
 		if err != nil {
@@ -218,7 +225,7 @@ ratelimit:
   per_connection: {messages: 100, window: 10s}
 admin:
   listen: %q
-`, addr, admin)
+`, addr, admin) + extra
 	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +254,7 @@ admin:
 	if !waitListening(t, addr, exited, out) {
 		t.Fatalf("gateway exited:\n%s", out.String())
 	}
-	return "ws://" + addr + "/mcp"
+	return addr
 }
 
 func TestMain(m *testing.M) {

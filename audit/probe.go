@@ -122,6 +122,10 @@ type upgradeResult struct {
 	line   string // status line or the transport error
 	header http.Header
 	conn   *wsConn // non-nil on a valid 101
+	// lost: the request went out (over TLS too, for wss://) and the server
+	// ended the connection without any HTTP answer. A refusal decided and
+	// then lost looks like this, and so does a failure: neither is a 403.
+	lost bool
 }
 
 func (r *upgradeResult) upgraded() bool { return r.conn != nil }
@@ -206,6 +210,7 @@ func (a *auditor) upgradeOnce(ctx context.Context, c creds) *upgradeResult {
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		nc.Close()
+		r.lost = serverEnded(err)
 		r.line = "no HTTP answer: " + describeErr(err)
 		return r
 	}
@@ -269,6 +274,24 @@ type message struct {
 }
 
 func (m message) isClose() bool { return m.op == ws.OpClose || m.err != nil }
+
+// cut reports whether the connection ended without a close frame: the
+// client sees 1006 and cannot tell why (a close decided and then lost, as
+// over a TLS connection closed before its queued writes, looks like this).
+func (m message) cut() bool { return m.err != nil }
+
+// serverEnded reports whether a read error is the server ending the
+// connection (EOF, reset), not a timeout or the prober's own close.
+func serverEnded(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return false
+	case errors.As(err, &ne) && ne.Timeout():
+		return false
+	}
+	return true
+}
 
 // describe summarizes a message for evidence.
 func (m message) describe() string {
