@@ -473,6 +473,9 @@ func TestWireClientsDrainOverTLS(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("gateway did not exit after drain")
 			}
+			if err := tr.g.ExitErr(); err != nil {
+				t.Fatalf("exit after drain: %v", err)
+			}
 		})
 	}
 }
