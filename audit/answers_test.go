@@ -380,3 +380,22 @@ func TestAuditLostAnswersTLS(t *testing.T) {
 	}
 	expect(t, lostAll, "origin", Skip, "without an HTTP answer", "not verified")
 }
+
+// TestRateErrorCodes: the SPEC's -31029 and the retired -32029 both say
+// "rate limited", whatever the message.
+func TestRateErrorCodes(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		want bool
+	}{
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":-31029,"message":"x"}}`, true},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":-32029,"message":"x"}}`, true},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"Too many requests"}}`, true},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error"}}`, false},
+	} {
+		rs := responses([]byte(tc.data))
+		if len(rs) != 1 || rs[0].isRateError() != tc.want {
+			t.Errorf("%s: rate error %v, want %v", tc.data, len(rs) == 1 && rs[0].isRateError(), tc.want)
+		}
+	}
+}

@@ -263,7 +263,7 @@ func (r *rpcResponse) isRateError() bool {
 		return false
 	}
 	m := strings.ToLower(r.Error.Message)
-	return r.Error.Code == -32029 || strings.Contains(m, "rate") || strings.Contains(m, "too many") || strings.Contains(m, "throttl")
+	return r.Error.Code == -31029 || r.Error.Code == -32029 || strings.Contains(m, "rate") || strings.Contains(m, "too many") || strings.Contains(m, "throttl")
 }
 
 // isAuthError reports whether a JSON-RPC error says "authenticate first".

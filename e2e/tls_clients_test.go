@@ -40,7 +40,8 @@ type wireClient struct {
 	argv func(spec string) []string
 }
 
-// wireClients are the probes; each resolves to "" or says what is missing.
+// wireClients are the probes; each returns the client and "", or what is
+// missing to run it.
 var wireClients = []func() (wireClient, string){
 	func() (wireClient, string) {
 		node, err := exec.LookPath("node")
