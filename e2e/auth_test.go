@@ -47,6 +47,24 @@ func TestFirstMessageAuth(t *testing.T) {
 			r.sendText(`auth please`)
 			r.expectClose(1007, "Invalid message format", 3*time.Second)
 		})
+		t.Run("auth keys are exactly type and token", func(t *testing.T) {
+			for _, msg := range []string{
+				`{"Type":"auth","token":"` + aliceToken + `"}`,
+				`{"type":"auth","Token":"` + aliceToken + `"}`,
+				`{"type":"Auth","token":"` + aliceToken + `"}`,
+				`{"type":"auth","token":"` + aliceToken + `","extra":1}`,
+			} {
+				r := g.raw(t, "/mcp")
+				r.sendText(msg)
+				f, err := r.readFrame(3 * time.Second)
+				if err != nil {
+					t.Fatalf("%s: %v", msg, err)
+				}
+				if code, reason := wsraw.ParseClose(f.payload); f.op != 8 || code != 1008 || reason != "Invalid credentials" {
+					t.Errorf("%s: got opcode %d %q, want close 1008 \"Invalid credentials\"", strings.Replace(msg, aliceToken, "<token>", 1), f.op, f.payload)
+				}
+			}
+		})
 		t.Run("a request before auth is never answered", func(t *testing.T) {
 			r := g.raw(t, "/mcp")
 			r.sendText(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}`)

@@ -147,6 +147,9 @@ func TestRevokeSingleNode(t *testing.T) {
 		a1 := g.authed(t, aliceToken)
 		a2 := g.raw(t, "/mcp", "Authorization: Bearer "+aliceToken)
 		b := g.authed(t, bobToken)
+		_, body := postTicket(t, g, aliceToken, "")
+		var tk struct{ Ticket string }
+		must(t, json.Unmarshal([]byte(body), &tk))
 		if code := revoke(t, g.Admin, "wrong-admin-token", "alice"); code != 401 {
 			t.Fatalf("wrong admin token: %d", code)
 		}
@@ -165,6 +168,10 @@ func TestRevokeSingleNode(t *testing.T) {
 		r.expectClose(1008, "Invalid credentials", 3*time.Second)
 		if r := g.raw(t, "/mcp", "Authorization: Bearer "+aliceToken); r.resp.StatusCode != 401 {
 			t.Fatalf("revoked bearer: %s", r.resp.Status)
+		}
+		// A ticket issued before the revocation is refused like the token.
+		if r := g.raw(t, "/mcp?ticket="+tk.Ticket, "Origin: https://app.example.com"); r.resp.StatusCode != 401 {
+			t.Fatalf("revoked subject's ticket: %s", r.resp.Status)
 		}
 		b.sendText(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
 		b.readText()

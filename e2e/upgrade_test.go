@@ -49,6 +49,15 @@ func TestUpgradeRows(t *testing.T) {
 				}
 			}
 		})
+		t.Run("more than one Origin header is 403", func(t *testing.T) {
+			// Never "the last one wins" (nor the first).
+			for _, pair := range [][2]string{{"https://evil.example.net", "https://app.example.com"}, {"https://app.example.com", "https://evil.example.net"}} {
+				r := g.raw(t, "/mcp", "Origin: "+pair[0], "Origin: "+pair[1])
+				if r.resp.StatusCode != 403 {
+					t.Errorf("Origin %s then Origin %s: got %s", pair[0], pair[1], r.resp.Status)
+				}
+			}
+		})
 		t.Run("not a websocket upgrade is 400", func(t *testing.T) {
 			r := g.rawRequest(t, "GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n")
 			if r.resp.StatusCode != 400 {
@@ -184,6 +193,21 @@ func TestConnectionCaps(t *testing.T) {
 			}
 			if r := g.rawFrom(t, "127.0.0.3", "/mcp"); r.resp.StatusCode != 101 {
 				t.Fatalf("another client: %s", r.resp.Status)
+			}
+		})
+		t.Run("max_connections", func(t *testing.T) {
+			g := startGatewayOn(t, tr, with("limits", `
+  handshake_timeout: 2s
+  max_connections: 2`))
+			g.waitNoConnections(t)
+			for i := 0; i < 2; i++ {
+				if r := g.raw(t, "/mcp"); r.resp.StatusCode != 101 {
+					t.Fatalf("conn %d: %s", i, r.resp.Status)
+				}
+			}
+			r := g.rawFrom(t, "127.0.0.4", "/mcp")
+			if r.resp.StatusCode != 503 || r.resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("3rd: %s Retry-After %q", r.resp.Status, r.resp.Header.Get("Retry-After"))
 			}
 		})
 		t.Run("max_pending_auth", func(t *testing.T) {
