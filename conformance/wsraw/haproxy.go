@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -81,6 +82,9 @@ backend be
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
 	must(t, os.WriteFile(cfg, []byte(b.String()), 0o600))
 	cmd := exec.Command(bin, "-f", cfg, "-db")
+	// Killed with the test process too, should that die before cleanup
+	// (a -timeout panic).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	must(t, cmd.Start())
