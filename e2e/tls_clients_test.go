@@ -13,13 +13,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // Real client libraries see the wire contract (README "What the gateway does
-// on the wire", SPEC 4.1-4.4) over wss:// with the test CA, and over ws://
-// as the control: Node's `ws` (test/node/wire-probe.mjs) and Python's
-// `websockets` (Debian python3-websockets, test/python/wire_probe.py). Both
-// probes take the same JSON spec and print the same events, one per line.
+// on the wire", SPEC 4.1-4.4) over every transport of wsraw's matrix: wss://
+// with the test CA, ws://, and both through HAProxy (PROXY v2). The clients
+// are Node's `ws` (test/node/wire-probe.mjs) and Python's `websockets`
+// (Debian python3-websockets, test/python/wire_probe.py); both probes take
+// the same JSON spec and print the same events, one per line.
 
 // wireEvent is one line a probe prints.
 type wireEvent struct {
@@ -265,7 +268,7 @@ func (p *probeRun) expectRefused(status int) {
 	}
 }
 
-// wireTransport is a gateway reached over ws:// or wss://.
+// wireTransport is a gateway as the probes reach it.
 type wireTransport struct {
 	name          string
 	g             *gateway
@@ -279,15 +282,17 @@ func (w wireTransport) spec(path string, steps ...map[string]any) map[string]any
 	return map[string]any{"url": w.ws + path, "ca": w.caf, "steps": steps, "timeout_ms": 15000}
 }
 
-func wireTransports(t *testing.T, opts ...option) []wireTransport {
-	plain := startGateway(t, opts...)
-	tg, ca, dir := startTLSGateway(t, opts...)
-	caFile := filepath.Join(dir, "ca.pem")
-	must(t, os.WriteFile(caFile, ca.pem, 0o600))
-	return []wireTransport{
-		{"ws", plain, "ws://" + plain.Addr, "http://" + plain.Addr, ""},
-		{"wss", tg, "wss://" + tg.Addr, "https://" + tg.Addr, caFile},
+// wireTransportOn starts a gateway over tr (wsraw's transports: ws, wss,
+// and both behind HAProxy) and says how the probes reach it.
+func wireTransportOn(t *testing.T, tr wsraw.Transport, opts ...option) wireTransport {
+	g := startGatewayOn(t, tr, opts...)
+	w := wireTransport{name: tr.String(), g: g, ws: "ws://" + g.Front, http: "http://" + g.Front}
+	if tr.TLS {
+		w.caf = filepath.Join(t.TempDir(), "ca.pem")
+		must(t, os.WriteFile(w.caf, wsraw.TestCA(t).CertPEM, 0o600))
+		w.ws, w.http = "wss://"+g.Front, "https://"+g.Front
 	}
+	return w
 }
 
 func textStep(s string) map[string]any { return map[string]any{"text": s} }
@@ -301,9 +306,10 @@ func authStep(token string) map[string]any {
 	return textStep(`{"type":"auth","token":"` + token + `"}`)
 }
 
-// TestWireClientsOverTLS: every close code and refusal of the wire table,
-// as Node's ws and Python's websockets see it, over wss:// and ws://.
-func TestWireClientsOverTLS(t *testing.T) {
+// TestWireClients: every close code and refusal of the wire table, as
+// Node's ws and Python's websockets see it, over each transport (wss://
+// with the test CA, ws://, and both through HAProxy with PROXY v2).
+func TestWireClients(t *testing.T) {
 	cfg := []option{
 		with("limits", `
   handshake_timeout: 2s
@@ -314,18 +320,16 @@ func TestWireClientsOverTLS(t *testing.T) {
   per_connection: {messages: 10, window: 10s}
   handshakes_per_ip: {count: 10000, window: 10s}`),
 	}
-	transports := wireTransports(t, cfg...)
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			for _, resolve := range wireClients {
-				c, missing := resolve()
-				t.Run(c.name, func(t *testing.T) {
-					needClient(t, missing)
-					wireRows(t, c, tr)
-				})
-			}
-		})
-	}
+	wsraw.EachTransport(t, func(t *testing.T, trans wsraw.Transport) {
+		tr := wireTransportOn(t, trans, cfg...)
+		for _, resolve := range wireClients {
+			c, missing := resolve()
+			t.Run(c.name, func(t *testing.T) {
+				needClient(t, missing)
+				wireRows(t, c, tr)
+			})
+		}
+	})
 }
 
 func wireRows(t *testing.T, c wireClient, tr wireTransport) {
@@ -431,52 +435,40 @@ func wireRows(t *testing.T, c wireClient, tr wireTransport) {
 	})
 }
 
-// TestWireClientsDrainOverTLS: on SIGTERM, Node's ws and Python's
-// websockets, both authenticated, get close 1001 "Going away".
-func TestWireClientsDrainOverTLS(t *testing.T) {
-	for _, tls := range []bool{false, true} {
-		name := map[bool]string{false: "ws", true: "wss"}[tls]
-		t.Run(name, func(t *testing.T) {
-			var tr wireTransport
-			if tls {
-				g, ca, dir := startTLSGateway(t, with("drain_timeout", "5s"))
-				caFile := filepath.Join(dir, "ca.pem")
-				must(t, os.WriteFile(caFile, ca.pem, 0o600))
-				tr = wireTransport{name, g, "wss://" + g.Addr, "https://" + g.Addr, caFile}
-			} else {
-				g := startGateway(t, with("drain_timeout", "5s"))
-				tr = wireTransport{name, g, "ws://" + g.Addr, "http://" + g.Addr, ""}
-			}
-			var probes []*probeRun
-			for _, resolve := range wireClients {
-				c, missing := resolve()
-				if missing != "" {
-					if os.Getenv("CI") == "true" {
-						t.Fatal(missing + "; scripts/deps.sh installs it")
-					}
-					t.Logf("%s skipped: %s", c.name, missing)
-					continue
+// TestWireClientsDrain: on SIGTERM, Node's ws and Python's websockets, both
+// authenticated, get close 1001 "Going away", over each transport.
+func TestWireClientsDrain(t *testing.T) {
+	wsraw.EachTransport(t, func(t *testing.T, trans wsraw.Transport) {
+		tr := wireTransportOn(t, trans, with("drain_timeout", "5s"))
+		var probes []*probeRun
+		for _, resolve := range wireClients {
+			c, missing := resolve()
+			if missing != "" {
+				if os.Getenv("CI") == "true" {
+					t.Fatal(missing + "; scripts/deps.sh installs it")
 				}
-				p := c.start(t, tr.spec("/mcp", authStep(aliceToken), stepRecv, stepReady))
-				p.waitEvent("ready", 15*time.Second)
-				probes = append(probes, p)
+				t.Logf("%s skipped: %s", c.name, missing)
+				continue
 			}
-			if len(probes) == 0 {
-				t.Skip("no client available")
-			}
-			must(t, tr.g.Signal(syscall.SIGTERM))
-			for _, p := range probes {
-				p.wait()
-				p.expectClose(1001, "Going away")
-			}
-			select {
-			case <-tr.g.Exited():
-			case <-time.After(10 * time.Second):
-				t.Fatal("gateway did not exit after drain")
-			}
-			if err := tr.g.ExitErr(); err != nil {
-				t.Fatalf("exit after drain: %v", err)
-			}
-		})
-	}
+			p := c.start(t, tr.spec("/mcp", authStep(aliceToken), stepRecv, stepReady))
+			p.waitEvent("ready", 15*time.Second)
+			probes = append(probes, p)
+		}
+		if len(probes) == 0 {
+			t.Skip("no client available")
+		}
+		must(t, tr.g.Signal(syscall.SIGTERM))
+		for _, p := range probes {
+			p.wait()
+			p.expectClose(1001, "Going away")
+		}
+		select {
+		case <-tr.g.Exited():
+		case <-time.After(10 * time.Second):
+			t.Fatal("gateway did not exit after drain")
+		}
+		if err := tr.g.ExitErr(); err != nil {
+			t.Fatalf("exit after drain: %v", err)
+		}
+	})
 }
