@@ -21,7 +21,10 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		b := g.raw(t, "/mcp") // still pending auth
 		busy := shSession(t, g, bobToken)
 		busy.sendText(`{"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"slow","arguments":{}}}`)
-		time.Sleep(100 * time.Millisecond) // the request is in flight
+		// The worker says it has the request: it is in flight.
+		if got := busy.readText(); !strings.Contains(got, "slow started") {
+			t.Fatalf("before the answer to slow: %s", got)
+		}
 		must(t, g.Signal(syscall.SIGTERM))
 		a.expectClose(1001, "Going away", 5*time.Second)
 		b.expectClose(1001, "Going away", 5*time.Second)

@@ -12,16 +12,17 @@ import (
 	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
-// shWorker is a stdio MCP worker in sh: it answers initialize and ping,
-// answers tools/call "slow" after two seconds, and exits (dies holding the
-// request) on any other tools/call.
+// shWorker is a stdio MCP worker in sh: it answers initialize and ping;
+// on tools/call "slow" it sends a notifications/message "slow started",
+// then answers two seconds later; on any other tools/call it exits (dies
+// holding the request).
 const shWorker = `#!/bin/sh
 while IFS= read -r line; do
   id=$(printf '%s\n' "$line" | sed -n 's/.*"id":\([^,}]*\).*/\1/p')
   case "$line" in
     *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"sh","version":"1"}}}\n' "$id" ;;
     *'"method":"ping"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
-    *'"name":"slow"'*) sleep 2; printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"slow done"}]}}\n' "$id" ;;
+    *'"name":"slow"'*) printf '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"slow started"}}\n'; sleep 2; printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"slow done"}]}}\n' "$id" ;;
     *'"method":"tools/call"'*) exit 3 ;;
   esac
 done
