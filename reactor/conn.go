@@ -49,9 +49,10 @@ type conn struct {
 	admitLater    bool  // a trusted proxy: admit once X-Forwarded-For is read
 	async         bool  // an off-loop step (ticket store) is running; read nothing
 	shutting      bool  // shut ran: a close is done or queued; read nothing
-	cut           bool  // close at once, dropping what is queued (slow reader)
 	tlsFull       bool  // pumpTLS stopped at the decrypted-input cap
-	slowUntil     int64 // a slow reader's backlog must be written by then (ns)
+	flushUntil    int64 // closing: everything must be in the kernel by then (ns)
+	lingerUntil   int64 // half-closed: close by then if the client has not (ns)
+	noLinger      bool  // after a 431: read nothing more while lingering
 	ticketChecked bool
 	ticketSubject string
 	closedBy      string // "server" or "client"
@@ -313,7 +314,7 @@ func (c *conn) replyError(id []byte, code int, msg string, data []byte) gnet.Act
 func (c *conn) write(b []byte) gnet.Action {
 	c.send(b)
 	if c.backlog() > c.srv.lim.writeCap {
-		c.failSlow()
+		return c.failSlow()
 	}
 	return gnet.None
 }
@@ -321,22 +322,19 @@ func (c *conn) write(b []byte) gnet.Action {
 // checkBacklog closes a slow reader from an AsyncWrite callback (on the loop).
 func (c *conn) checkBacklog() {
 	if c.sess.State != session.Closing && c.backlog() > c.srv.lim.writeCap {
-		c.failSlow()
+		if c.failSlow() == gnet.Close {
+			_ = c.gc.EventLoop().Close(c.gc)
+		}
 	}
 }
 
-// slowGrace is how long a reader past write_buffer_bytes has to take its
-// backlog and the close frame queued behind it; then the TCP connection is
-// cut. Nothing is added to the backlog meanwhile.
-const slowGrace = 5 * time.Second
-
 // failSlow closes a reader whose backlog passed write_buffer_bytes with 1008
 // "Slow consumer": the close frame goes behind the backlog (it cannot jump
-// it), later replies are dropped, and the sweeper closes the socket once the
-// backlog is written, or cuts it after slowGrace (onDeadline).
-func (c *conn) failSlow() {
+// it), later replies are dropped, and the socket closes once the backlog is
+// written, or is cut after flushGrace (see shut).
+func (c *conn) failSlow() gnet.Action {
 	if c.sess.State == session.Closing {
-		return
+		return gnet.None
 	}
 	c.srv.m.Rejected.WithLabelValues("slow_consumer").Inc()
 	c.closedBy = "server"
@@ -346,22 +344,7 @@ func (c *conn) failSlow() {
 	c.stopOut.Store(true)
 	var buf [2 + 2 + 13]byte
 	c.send(frame.AppendClose(buf[:0], ws.StatusPolicyViolation, "Slow consumer"))
-	now := time.Now().UnixNano()
-	c.slowUntil = now + int64(slowGrace)
-	c.sess.Deadline.Store(now + int64(sweepEvery))
-}
-
-// slowDeadline runs from the sweeper while a slow reader takes its backlog.
-func (c *conn) slowDeadline(now int64) {
-	switch {
-	case c.backlog() == 0:
-		c.closeSocket() // the close frame is out; close_notify follows on TLS
-	case now >= c.slowUntil:
-		c.cut = true
-		c.closeSocket()
-	default:
-		c.sess.Deadline.Store(now + int64(sweepEvery))
-	}
+	return c.shut()
 }
 
 // fail sends a close frame with code and reason and asks to close; the
@@ -414,7 +397,11 @@ func (c *conn) Deliver(msg []byte) {
 	}
 	n := int64(frame.MaxHeaderLen(len(msg)) + len(msg))
 	if c.sess.OutPending.Load()+n > c.srv.lim.writeCap {
-		c.runOnLoop(c.failSlow)
+		c.runOnLoop(func() {
+			if c.failSlow() == gnet.Close {
+				_ = c.gc.EventLoop().Close(c.gc)
+			}
+		})
 		return
 	}
 	if answered := countResponses(msg); answered > 0 {

@@ -30,6 +30,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/config"
@@ -62,6 +63,9 @@ type Options struct {
 	Log            *slog.Logger
 	SubjectLimiter ratelimit.SubjectLimiter // nil: per-subject limit off
 	Tickets        TicketStore              // nil: no /tickets, ?ticket= ignored
+	// Revoked reports a revoked subject (from memory: it runs on the loop);
+	// its tickets are refused. nil: none is.
+	Revoked func(subject string) bool
 	// TLS serves wss:// on every listener; nil serves plaintext.
 	TLS *tlsconn.Server
 	// PlaintextOnlyTrusted, with TLS nil, serves only peers inside Trusted
@@ -112,6 +116,7 @@ type Server struct {
 	ticketTTL time.Duration
 
 	open     atomic.Int64
+	heldFDs  atomic.Int64 // lingering descriptors out of the loop (holdFD)
 	pending  atomic.Int64
 	draining atomic.Bool
 
@@ -296,7 +301,7 @@ func (s *Server) Stats() Stats {
 // stops its whole engine if accept() ever fails with EMFILE.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	now := time.Now().UnixNano()
-	n := s.open.Add(1)
+	n := s.open.Add(1) + s.heldFDs.Load()
 	s.m.ConnectionsOpen.Inc()
 	c := &conn{srv: s, gc: gc}
 	c.sess.Opened = now
@@ -388,6 +393,43 @@ func (s *Server) admit(c *conn, now int64) {
 	}
 }
 
+// holdFD keeps a half-closed socket open for lingerTime on a duplicate
+// descriptor, out of the event loop, so that the answer written before is
+// not reset away while nothing more is read. The duplicates count against
+// max_connections (OnOpen), since they hold descriptors.
+func (s *Server) holdFD(gc gnet.Conn) {
+	fd, err := gc.Dup()
+	if err != nil {
+		return // no descriptor to spare: plain close
+	}
+	s.heldFDs.Add(1)
+	time.AfterFunc(lingerTime, func() {
+		_ = unix.Close(fd)
+		s.heldFDs.Add(-1)
+	})
+}
+
+// releaseAdmission gives back the connection's per-IP slot and its
+// pending-auth place: at OnClose, or as soon as the gateway starts closing
+// it (a lingering close is no client being served). The descriptor stays
+// counted in open until OnClose. Idempotent; on the loop.
+func (s *Server) releaseAdmission(c *conn) {
+	if c.counted {
+		c.counted = false
+		s.ipMu.Lock()
+		if s.ipConns[c.sess.Remote]--; s.ipConns[c.sess.Remote] <= 0 {
+			delete(s.ipConns, c.sess.Remote)
+		}
+		s.ipMu.Unlock()
+	}
+	// State may be Closing by now; pending says whether auth ever happened.
+	if c.pending {
+		c.pending = false
+		s.pending.Add(-1)
+		s.m.PendingAuth.Dec()
+	}
+}
+
 // OnClose releases everything the connection held and logs its one line.
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, _ := gc.Context().(*conn)
@@ -398,18 +440,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	c.dead.Store(true)
 	s.table.Remove(&c.sess)
-	if c.counted {
-		s.ipMu.Lock()
-		if s.ipConns[c.sess.Remote]--; s.ipConns[c.sess.Remote] <= 0 {
-			delete(s.ipConns, c.sess.Remote)
-		}
-		s.ipMu.Unlock()
-	}
-	// State may be Closing by now; pending says whether auth ever happened.
-	if c.pending {
-		s.pending.Add(-1)
-		s.m.PendingAuth.Dec()
-	}
+	s.releaseAdmission(c)
 	if c.up != nil {
 		c.up.Close()
 	}
@@ -452,10 +483,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c == nil {
 		return gnet.Close
 	}
-	if act := c.onTraffic(); act == gnet.Close {
+	closing := c.shutting
+	if act := c.onTraffic(); act == gnet.Close && !closing {
 		return c.shut() // never before what was written on the way out
+	} else {
+		return act // None, or the end of a close already under way
 	}
-	return gnet.None
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

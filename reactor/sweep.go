@@ -46,6 +46,10 @@ func (s *Server) sweep(ctx context.Context) {
 func (c *conn) onDeadline() {
 	s := c.srv
 	now := time.Now().UnixNano()
+	if c.shutting {
+		c.lingerStep(now)
+		return
+	}
 	switch c.sess.State {
 	case session.Handshake:
 		if c.reject != 0 {
@@ -55,10 +59,6 @@ func (c *conn) onDeadline() {
 			s.m.Handshakes.WithLabelValues("timeout").Inc()
 		}
 		c.closeSocket()
-	case session.Closing:
-		if c.slowUntil != 0 {
-			c.slowDeadline(now)
-		}
 	case session.PendingAuth:
 		s.m.AuthFailures.WithLabelValues("timeout").Inc()
 		c.closeNow(ws.StatusPolicyViolation, session.ReasonAuthTimeout)

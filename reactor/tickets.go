@@ -91,8 +91,8 @@ func (c *conn) consumeTicket(ticket string) gnet.Action {
 		if err != nil {
 			s.log.Warn("ticket store unavailable", "error", err.Error())
 		}
-		if valid {
-			subject = sub
+		if valid && (s.opt.Revoked == nil || !s.opt.Revoked(sub)) {
+			subject = sub // a revoked subject's ticket is refused like its tokens
 		}
 	}, func() {
 		c.ticketChecked = true

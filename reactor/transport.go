@@ -3,8 +3,10 @@ package reactor
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpgate/gateway/tlsconn"
 )
@@ -99,33 +101,91 @@ func (c *conn) queue(b []byte) {
 	}
 }
 
-// shut ends the connection from its loop once everything written before it
-// is on its way: it sends TLS's close_notify after the last record, and when
-// writes are still queued (AsyncWrite runs later, on the loop), it queues the
-// close behind them (gnet runs its tasks in order) instead of closing now and
-// dropping them. It returns the action for OnTraffic: Close when the socket
-// may close at once. A slow reader is cut at once: its backlog is the problem.
+// Closing (why it takes three steps): an answer written and then lost is a
+// defect, and a plain close loses answers two ways. gnet's AsyncWrite runs
+// later, so a close on the loop overtakes the writes queued before it; and
+// closing a socket whose receive buffer holds unread bytes (a client still
+// sending: a flood, a pipelined request) makes the kernel send RST and drop
+// what it has not sent, the close frame or the HTTP answer included. So the
+// gateway, like nginx's lingering close and net/http's closeWriteAndWait:
+//  1. sends TLS's close_notify after the last record and waits until every
+//     queued write has run and gnet has handed every byte to the kernel
+//     (flushGrace at most: a reader that takes nothing is cut);
+//  2. shuts down the write side: FIN after the last byte;
+//  3. discards what still arrives and closes when the client does, or after
+//     lingerTime.
+//
+// After a 431 nothing more is read (SPEC 4.1), so step 3 is done without
+// the loop: a duplicate of the descriptor keeps the half-closed socket for
+// lingerTime while gnet forgets it (holdFD); the kernel's receive window
+// stalls the sender meanwhile.
+const (
+	flushGrace = 5 * time.Second
+	lingerTime = time.Second
+)
+
+// shut starts closing the connection from its loop. It returns the action
+// for OnTraffic: Close only when the socket must close at once.
 func (c *conn) shut() gnet.Action {
 	if c.shutting {
-		return gnet.None // a close is already queued
+		return gnet.None // already under way
 	}
 	c.shutting = true
 	c.stopOut.Store(true)
-	if c.cut {
-		return gnet.Close
-	}
+	c.srv.releaseAdmission(c)
 	if c.tc != nil && c.tc.Established() {
 		_ = c.tc.CloseNotify()
 	}
+	now := time.Now().UnixNano()
+	c.flushUntil = now + int64(flushGrace)
 	if c.asyncOut.Load() > 0 {
-		_ = c.gc.Close() // a task queued after the pending writes
+		// gnet runs its tasks in order: this one comes after the writes.
+		c.runOnLoop(func() { c.lingerStep(time.Now().UnixNano()) })
 		return gnet.None
 	}
-	return gnet.Close
+	return c.linger(now)
+}
+
+// linger moves a closing connection on: wait for the flush, half-close,
+// wait for the client's FIN. The sweeper calls it again at the deadline it
+// sets (onDeadline).
+func (c *conn) linger(now int64) gnet.Action {
+	if c.lingerUntil != 0 {
+		if now >= c.lingerUntil {
+			return gnet.Close
+		}
+		c.sess.Deadline.Store(c.lingerUntil)
+		return gnet.None
+	}
+	if c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
+		if now >= c.flushUntil {
+			return gnet.Close // the reader takes nothing: cut
+		}
+		c.sess.Deadline.Store(now + int64(sweepEvery))
+		return gnet.None
+	}
+	if err := unix.Shutdown(c.gc.Fd(), unix.SHUT_WR); err != nil {
+		return gnet.Close // the client is gone already
+	}
+	if c.noLinger {
+		c.srv.holdFD(c.gc)
+		return gnet.Close
+	}
+	c.lingerUntil = now + int64(lingerTime)
+	c.sess.Deadline.Store(c.lingerUntil)
+	return gnet.None
+}
+
+// lingerStep is linger outside OnTraffic (sweeper, queued task).
+func (c *conn) lingerStep(now int64) {
+	if c.linger(now) == gnet.Close {
+		_ = c.gc.EventLoop().Close(c.gc)
+	}
 }
 
 // closeSocket is shut for code that cannot return an action (deadlines,
-// drain, handshake outcome, off-loop steps): it must run on the loop.
+// drain, handshake outcome, off-loop steps): it must run on the loop, and
+// never inside OnTraffic (gnet touches the connection after it returns).
 func (c *conn) closeSocket() {
 	if c.shut() == gnet.Close {
 		_ = c.gc.EventLoop().Close(c.gc)

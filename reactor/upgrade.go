@@ -28,6 +28,8 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 	end := bytes.Index(window, headerEnd)
 	if end < 0 {
 		if len(buf) >= s.lim.maxHeader {
+			// Nothing more is read (SPEC 4.1): no lingering close here.
+			c.noLinger = true
 			return false, c.refuse(431, 0)
 		}
 		return false, gnet.None
@@ -42,7 +44,15 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 		}
 		if !c.ticketChecked {
 			if t := ticketParam(head); t != "" {
-				return false, c.consumeTicket(t)
+				// A ticket is spent only by an upgrade that passes every
+				// other check (SPEC 4.3): try them first with a stand-in
+				// subject; on a refusal, fall through to answer it.
+				if _, hs, err := s.upgrade(head, true, "-"); err == nil {
+					if st, retry := c.forwardedFor(hs.xff, now); st != 0 {
+						return false, c.refuse(st, retry)
+					}
+					return false, c.consumeTicket(t)
+				}
 			}
 		}
 	}
@@ -107,6 +117,7 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 		OnHeader: func(key, value []byte) error {
 			switch {
 			case equalFold(key, "Origin"):
+				hs.multiOrigin = hs.hasOrigin // never "the last one wins"
 				hs.origin = string(value)
 				hs.hasOrigin = true
 			case equalFold(key, "X-Forwarded-For"):
@@ -123,6 +134,10 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 		},
 		Protocol: func(p []byte) bool { return string(p) == "mcp" },
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if hs.multiOrigin {
+				hs.status = 403
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("more than one Origin"))
+			}
 			if hs.hasOrigin {
 				if _, ok := s.origins[strings.ToLower(hs.origin)]; !ok {
 					hs.status = 403
@@ -182,13 +197,14 @@ func (c *conn) refuse(status, retryAfter int) gnet.Action {
 }
 
 type handshakeState struct {
-	route     int
-	origin    string
-	hasOrigin bool
-	bearer    string
-	principal string
-	xff       []string
-	status    int
+	route       int
+	origin      string
+	hasOrigin   bool
+	multiOrigin bool
+	bearer      string
+	principal   string
+	xff         []string
+	status      int
 }
 
 type headRW struct {

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/gobwas/ws"
@@ -33,24 +34,53 @@ func (v AuthVerdict) CloseFor() (ws.StatusCode, string) {
 	return ws.StatusPolicyViolation, ReasonInvalidCredentials
 }
 
-type authFrame struct {
-	Type  string `json:"type"`
-	Token string `json:"token"`
-}
-
 // ParseAuth reads a first message. It returns the token of a well-formed
 // {"type":"auth","token":"..."} frame. Invalid JSON gives AuthNotJSON; valid
 // JSON of any other shape (an MCP request sent before auth included) gives
 // AuthRejected: a client that skips auth is never answered, only closed.
+//
+// The keys are exactly "type" and "token", case-sensitive, each once, both
+// strings (SPEC 4.2): encoding/json's Unmarshal would match "Type" and skip
+// extra keys, so the object is walked token by token instead.
 func ParseAuth(msg []byte) (token string, v AuthVerdict) {
 	if !json.Valid(msg) {
 		return "", AuthNotJSON
 	}
-	var f authFrame
-	if err := json.Unmarshal(msg, &f); err != nil || f.Type != "auth" || f.Token == "" {
+	d := json.NewDecoder(bytes.NewReader(msg))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
 		return "", AuthRejected
 	}
-	return f.Token, AuthAccepted
+	var typ, tok string
+	var seen [2]bool
+	for d.More() {
+		k, err := d.Token()
+		if err != nil {
+			return "", AuthRejected
+		}
+		val, err := d.Token()
+		s, isStr := val.(string)
+		if err != nil || !isStr {
+			return "", AuthRejected // a number, null, object or array value
+		}
+		switch k {
+		case "type":
+			if seen[0] {
+				return "", AuthRejected
+			}
+			seen[0], typ = true, s
+		case "token":
+			if seen[1] {
+				return "", AuthRejected
+			}
+			seen[1], tok = true, s
+		default:
+			return "", AuthRejected
+		}
+	}
+	if typ != "auth" || tok == "" {
+		return "", AuthRejected
+	}
+	return tok, AuthAccepted
 }
 
 // AppendAuthOK appends {"type":"auth_ok","session":"<id>"}; the ID is printed

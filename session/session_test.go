@@ -102,7 +102,15 @@ func TestParseAuth(t *testing.T) {
 		want AuthVerdict
 	}{
 		{`{"type":"auth","token":"abc"}`, "abc", AuthAccepted},
-		{`{"token":"abc","type":"auth","extra":1}`, "abc", AuthAccepted},
+		{`{"token":"abc","type":"auth"}`, "abc", AuthAccepted},
+		{` { "type" : "auth" , "token" : "abc" } `, "abc", AuthAccepted},
+		{`{"token":"abc","type":"auth","extra":1}`, "", AuthRejected},
+		{`{"Type":"auth","token":"abc"}`, "", AuthRejected},
+		{`{"type":"auth","Token":"abc"}`, "", AuthRejected},
+		{`{"type":"auth","token":"abc","token":"def"}`, "", AuthRejected},
+		{`{"type":"auth","type":"auth","token":"abc"}`, "", AuthRejected},
+		{`{"type":"auth","token":{"a":"b"}}`, "", AuthRejected},
+		{`{"type":"auth","token":null}`, "", AuthRejected},
 		{`{"type":"auth"}`, "", AuthRejected},
 		{`{"type":"auth","token":""}`, "", AuthRejected},
 		{`{"type":"login","token":"abc"}`, "", AuthRejected},

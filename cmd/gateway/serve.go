@@ -161,7 +161,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	plaintextOff := tlsSrv == nil && cfg.InsecurePlaintext
 	srv, err = reactor.New(reactor.Options{
 		Config: cfg, Verifier: verifier, Routes: routes, Table: session.NewTable(),
-		Metrics: m, Log: log, SubjectLimiter: subj, Tickets: tickets,
+		Metrics: m, Log: log, SubjectLimiter: subj, Tickets: tickets, Revoked: revoker.IsRevoked,
 		TLS: tlsSrv, PlaintextOnlyTrusted: plaintextOff, Trusted: cfg.Proxy.TrustedPrefixes(),
 		ProxyProtocol: cfg.Proxy.ProxyProtocol,
 	})
