@@ -139,21 +139,21 @@ func startGatewayCmd(t testing.TB, wrap func(bin string, args []string) (string,
 // startGatewayFull is startGatewayCmd over transport tr (see startGatewayOn).
 func startGatewayFull(t testing.TB, tr wsraw.Transport, wrap func(bin string, args []string) (string, []string), opts ...option) *gateway {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t))
-	cfg := baseConfig(addr, admin)
-	for _, o := range opts {
-		o(cfg)
-	}
-	return &gateway{wsraw.Launch(t, gatewayBin, t.TempDir(), wsraw.Spec{
-		Addr: addr, Admin: admin, Config: cfg, Wrap: wrap,
-		Files: map[string]string{
-			"tokens.txt":  "# sha256 subject\n" + sha(aliceToken) + " alice\n" + sha(bobToken) + " bob\n",
-			"jwt.key":     jwtSecret + "\n",
-			"admin.token": adminToken + "\n",
-		},
-		LogLimit:  -1, // waitLog looks for lines from any point of a test
-		Transport: tr,
+	return &gateway{wsraw.LaunchOnFreePorts(t, gatewayBin, func(addr, admin string) wsraw.Spec {
+		cfg := baseConfig(addr, admin)
+		for _, o := range opts {
+			o(cfg)
+		}
+		return wsraw.Spec{
+			Addr: addr, Admin: admin, Config: cfg, Wrap: wrap,
+			Files: map[string]string{
+				"tokens.txt":  "# sha256 subject\n" + sha(aliceToken) + " alice\n" + sha(bobToken) + " bob\n",
+				"jwt.key":     jwtSecret + "\n",
+				"admin.token": adminToken + "\n",
+			},
+			LogLimit:  -1, // waitLog looks for lines from any point of a test
+			Transport: tr,
+		}
 	})}
 }
 

@@ -163,20 +163,40 @@ func Start(t testing.TB, bin string, set Config) *Gateway {
 // and proxy settings, and HAProxy runs in front when tr says so.
 func StartOn(t testing.TB, bin string, tr Transport, set Config) *Gateway {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	cfg := DefaultConfig(addr, admin)
-	for k, v := range set {
-		cfg[k] = v
-	}
-	return Launch(t, bin, t.TempDir(), Spec{
-		Addr: addr, Admin: admin, Config: cfg,
-		Files: map[string]string{
-			"tokens.txt":  "# sha256 subject\n" + sha(Token) + " tester\n" + sha(OtherToken) + " other\n",
-			"admin.token": AdminToken + "\n",
-		},
-		Transport: tr,
+	return LaunchOnFreePorts(t, bin, func(addr, admin string) Spec {
+		cfg := DefaultConfig(addr, admin)
+		for k, v := range set {
+			cfg[k] = v
+		}
+		return Spec{
+			Addr: addr, Admin: admin, Config: cfg,
+			Files: map[string]string{
+				"tokens.txt":  "# sha256 subject\n" + sha(Token) + " tester\n" + sha(OtherToken) + " other\n",
+				"admin.token": AdminToken + "\n",
+			},
+			Transport: tr,
+		}
 	})
+}
+
+// LaunchOnFreePorts launches (Launch, in a new temp dir) the spec that mk
+// makes for two free loopback ports, the WebSocket and the admin
+// listener's. A port FreePort found free can be taken before the gateway
+// binds it (by another test's gateway or HAProxy, or as the source port of
+// an outgoing connection), which parallel transports make likelier: when
+// the gateway exits at start because an address is in use, it tries again
+// on other ports, three times in all.
+func LaunchOnFreePorts(t testing.TB, bin string, mk func(addr, admin string) Spec) *Gateway {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		admin := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		g, inUse := launch(t, bin, t.TempDir(), mk(addr, admin), attempt < 3)
+		if !inUse {
+			return g
+		}
+		t.Logf("gateway on %s (admin %s): address in use, trying other ports", addr, admin)
+	}
 }
 
 // Launch writes spec's config (as gateway.yaml) and files into dir, runs
@@ -186,11 +206,19 @@ func StartOn(t testing.TB, bin string, tr Transport, set Config) *Gateway {
 // process is stopped when the test ends.
 func Launch(t testing.TB, bin, dir string, spec Spec) *Gateway {
 	t.Helper()
+	g, _ := launch(t, bin, dir, spec, false)
+	return g
+}
+
+// launch is Launch; with retryInUse, a gateway that exits at start because
+// an address is in use is not a failure: launch reports it (inUse) instead.
+func launch(t testing.TB, bin, dir string, spec Spec, retryInUse bool) (g *Gateway, inUse bool) {
+	t.Helper()
 	limit := spec.LogLimit
 	if limit == 0 {
 		limit = 4 << 20
 	}
-	g := &Gateway{t: t, Dir: dir, Addr: spec.Addr, Admin: spec.Admin, logLimit: limit, exited: make(chan struct{})}
+	g = &Gateway{t: t, Dir: dir, Addr: spec.Addr, Admin: spec.Admin, logLimit: limit, exited: make(chan struct{})}
 	spec.Config, spec.Files = maps.Clone(spec.Config), maps.Clone(spec.Files)
 	if spec.Files == nil {
 		spec.Files = map[string]string{}
@@ -236,12 +264,15 @@ func Launch(t testing.TB, bin, dir string, spec Spec) *Gateway {
 				if c, err := net.Dial("tcp", g.Addr); err == nil {
 					c.Close()
 					spec.Transport.front(t, g)
-					return g
+					return g, false
 				}
 			}
 		}
 		select {
 		case <-g.exited:
+			if retryInUse && strings.Contains(g.Logs(), "address already in use") {
+				return nil, true
+			}
 			t.Fatalf("gateway exited at start: %v\n%s", g.exitErr, g.Logs())
 		default:
 		}

@@ -48,7 +48,8 @@ type HAProxy struct {
 	MaxConn int
 }
 
-// StartHAProxy runs HAProxy as described, on a free loopback port, and
+// StartHAProxy runs HAProxy as described, on a free loopback port (without
+// SO_REUSEPORT, so that two HAProxies never share one), and
 // returns its frontend address once it listens (seen in /proc/net/tcp,
 // so that waiting makes no connection through it). HAProxy is killed when
 // the test ends. The timeouts (client and server 120 s, connect 2 s) are
@@ -56,8 +57,21 @@ type HAProxy struct {
 func StartHAProxy(t testing.TB, hp HAProxy) string {
 	t.Helper()
 	bin := RequireBinary(t, "haproxy")
+	for attempt := 1; ; attempt++ {
+		front, inUse := startHAProxy(t, bin, hp, attempt < 3)
+		if !inUse {
+			return front
+		}
+		t.Logf("haproxy on %s: address in use, trying another port", front)
+	}
+}
+
+// startHAProxy is StartHAProxy on one free port; with retryInUse, a port
+// taken before HAProxy could bind it is reported (inUse), not a failure.
+func startHAProxy(t testing.TB, bin string, hp HAProxy, retryInUse bool) (front string, inUse bool) {
+	t.Helper()
 	port := FreePort(t)
-	front := fmt.Sprintf("127.0.0.1:%d", port)
+	front = fmt.Sprintf("127.0.0.1:%d", port)
 	maxconn := hp.MaxConn
 	if maxconn == 0 {
 		maxconn = 4000
@@ -66,6 +80,7 @@ func StartHAProxy(t testing.TB, hp HAProxy) string {
 	fmt.Fprintf(&b, `global
   maxconn %d
   nbthread 1
+  noreuseport
 defaults
   mode tcp
   timeout connect 2s
@@ -95,6 +110,9 @@ backend be
 	for !listening(port) {
 		select {
 		case <-exited:
+			if retryInUse && strings.Contains(out.String(), "Address already in use") {
+				return front, true
+			}
 			t.Fatalf("haproxy exited at start:\n%s\nconfig:\n%s", out, b.String())
 		default:
 		}
@@ -103,7 +121,7 @@ backend be
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return front
+	return front, false
 }
 
 // listening reports whether a socket listens on 127.0.0.1:port, from
