@@ -106,7 +106,7 @@ func clusterNodes(t *testing.T, redisURL string, n int, extra ...option) []*gate
 }
 
 // pingResult sends one ping and says whether it was admitted (a result) or
-// limited (-32029).
+// limited (-31029).
 func pingResult(t *testing.T, r *raw, id int) bool {
 	r.sendText(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, id))
 	got := r.readText()
@@ -120,7 +120,7 @@ func pingResult(t *testing.T, r *raw, id int) bool {
 		t.Fatalf("reply for id %d: %s", id, got)
 	}
 	if resp.Error != nil {
-		if resp.Error.Code != -32029 {
+		if resp.Error.Code != -31029 {
 			t.Fatalf("unexpected error %s", got)
 		}
 		return false

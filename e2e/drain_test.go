@@ -53,7 +53,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 				t.Fatalf("while draining: %s", got)
 			}
 		}
-		if !strings.Contains(late, `"error":{"code":-32000`) {
+		if !strings.Contains(late, `"error":{"code":-31000`) {
 			t.Fatalf("request sent while draining: %s", late)
 		}
 		if !strings.Contains(slow, "slow done") {

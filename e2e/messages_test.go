@@ -133,7 +133,7 @@ func TestRateLimits(t *testing.T) {
 			r.sendText(`{"jsonrpc":"2.0","id":11,"method":"ping"}`)
 			r.expectClose(1008, "Rate limit exceeded", 3*time.Second)
 		})
-		t.Run("per_subject answers -32029 and keeps the connection", func(t *testing.T) {
+		t.Run("per_subject answers -31029 and keeps the connection", func(t *testing.T) {
 			// bob: two connections share the subject's 15 messages.
 			a := g.authed(t, bobToken)
 			b := g.authed(t, bobToken)
@@ -158,7 +158,7 @@ func TestRateLimits(t *testing.T) {
 				}
 			}
 			must(t, json.Unmarshal([]byte(got), &resp))
-			if resp.ID != "over" || resp.Error.Code != -32029 || resp.Error.Data.RetryAfterMS <= 0 || resp.Error.Data.RetryAfterMS > 20000 {
+			if resp.ID != "over" || resp.Error.Code != -31029 || resp.Error.Data.RetryAfterMS <= 0 || resp.Error.Data.RetryAfterMS > 20000 {
 				t.Fatalf("got %s", got)
 			}
 			// A different subject is unaffected.

@@ -43,7 +43,7 @@ func TestAppendError(t *testing.T) {
 	}{
 		{nil, CodeParseError, "Parse error", nil, `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}`},
 		{[]byte(`"a\"b"`), CodeRateLimited, "Rate limited", []byte(`{"retry_after_ms":250}`),
-			`{"jsonrpc":"2.0","id":"a\"b","error":{"code":-32029,"message":"Rate limited","data":{"retry_after_ms":250}}}`},
+			`{"jsonrpc":"2.0","id":"a\"b","error":{"code":-31029,"message":"Rate limited","data":{"retry_after_ms":250}}}`},
 		{[]byte(`1.50`), CodeInvalidParams, "bad \"x\"\n", nil, `{"jsonrpc":"2.0","id":1.50,"error":{"code":-32602,"message":"bad \"x\"\n"}}`},
 	}
 	for _, tt := range tests {

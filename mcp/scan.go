@@ -26,8 +26,11 @@ const (
 	CodeInternal       = -32603
 	// CodeUnsupportedVersion is MCP 2026-07-28's UnsupportedProtocolVersion.
 	CodeUnsupportedVersion = -32022
-	// CodeRateLimited is the gateway's per-subject rate limit answer (SPEC 4.4).
-	CodeRateLimited = -32029
+	// The gateway's own answers (SPEC 4.6), outside JSON-RPC's server-error
+	// range, which MCP reserves: -32029 and -32000 are retired.
+	CodeReconnect           = -31000 // draining: reconnect elsewhere (data.retry_after_ms)
+	CodeRateLimited         = -31029 // per_subject limit (data.retry_after_ms)
+	CodeUpstreamUnavailable = -31503 // no worker can take it now (data.retry_after_ms)
 )
 
 var (

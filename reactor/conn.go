@@ -220,7 +220,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		// refused here, in-flight ones are waited for.
 		act := gnet.None
 		if env.Kind == mcp.KindRequest {
-			act = c.replyError(env.ID, codeDraining, "Gateway draining; reconnect", nil)
+			act = c.replyError(env.ID, mcp.CodeReconnect, "Reconnect", retryAfterMS(time.Second))
 		}
 		if act == gnet.None && c.inflight.Load() <= 0 {
 			// Everything this client asked is answered: the 1001 follows
@@ -233,9 +233,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		if ok, retry := sl.Allow(c.sess.Subject, time.Unix(0, now)); !ok {
 			s.m.RateLimit.WithLabelValues("subject", "deny").Inc()
 			if env.Kind == mcp.KindRequest {
-				data := strconv.AppendInt([]byte(`{"retry_after_ms":`), retry.Milliseconds(), 10)
-				data = append(data, '}')
-				return c.replyError(env.ID, mcp.CodeRateLimited, "Rate limit exceeded", data)
+				return c.replyError(env.ID, mcp.CodeRateLimited, "Rate limit exceeded", retryAfterMS(retry))
 			}
 			return gnet.None // notifications, responses and batches are dropped
 		}
@@ -266,7 +264,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		c.inflight.Add(-requests)
 		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
 		if env.Kind == mcp.KindRequest {
-			return c.replyError(env.ID, mcp.CodeInternal, "Upstream busy", nil)
+			return c.replyError(env.ID, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))
 		}
 		return gnet.None
 	}
@@ -475,9 +473,11 @@ func (ob *outBuf) release() {
 	outPool.Put(ob)
 }
 
-// codeDraining answers requests that arrive while the gateway drains
-// (JSON-RPC's implementation-defined server error range).
-const codeDraining = -32000
+// retryAfterMS is the data of an answer that says when to try again.
+func retryAfterMS(d time.Duration) []byte {
+	b := strconv.AppendInt([]byte(`{"retry_after_ms":`), d.Milliseconds(), 10)
+	return append(b, '}')
+}
 
 // startDrain runs on the loop at SIGTERM: close once nothing is in flight,
 // right after the last answer, or after a short grace when nothing is.
