@@ -6,11 +6,13 @@
 #   make bench         the benchmark suite: builds, installs the Node peers, runs
 #                      every server and scenario, writes bench/results/ (~15 min)
 #   make bench-quick   the same with small counts (~2 min), results in bench/results/tmp/
+#   make bench-tls     TLS speed: the gateway next to net/http + crypto/tls (bench/tlsref),
+#                      storm, echo over wss and ws, idle RSS (~14 min; bench/scripts/tls.sh)
 
 GO ?= go
 CONFIG ?=
 
-.PHONY: all build run test bench bench-quick
+.PHONY: all build run test bench bench-quick bench-tls
 
 all: build
 
@@ -28,3 +30,6 @@ bench:
 
 bench-quick:
 	bench/suite/run.sh --quick
+
+bench-tls:
+	bench/scripts/tls.sh

@@ -28,7 +28,8 @@
 #   bench/scripts/tls.sh --quick    small counts (about 2 minutes), results
 #                                   in bench/results/tmp/ (not committed)
 #
-# Env: ROUNDS (3, quick 1), RATE (open-loop calls/s, 20000, quick 2000), TAG (suffix of the results' name),
+# Env: ROUNDS (3, quick 1), CLOSED_ROUNDS (closed-loop rounds, at most
+# ROUNDS: the first ones; default ROUNDS), RATE (open-loop calls/s, 20000, quick 2000), TAG (suffix of the results' name),
 # GATEWAY_REV (build the gateway from this commit, via git archive, instead
 # of the working tree; tlsref, the suite and the bench client always come
 # from the working tree), BENCH_OUT (results directory), BENCH_KEEP=1 (keep
@@ -62,11 +63,18 @@ else
 	STORM_N=15000 IDLE_N=10000 IDLE_HOLD=20s CALL_SMALL=100 CALL_LARGE=1000 CALL_D=10s WARM_N=1000 WARM_D=3s RATE=${RATE:-20000}
 	ROUNDS=${ROUNDS:-3} BENCH_LIMIT=150
 fi
-case "$ROUNDS" in '' | *[!0-9]* | 0)
-	echo "ROUNDS must be a positive integer" >&2
+CLOSED_ROUNDS=${CLOSED_ROUNDS:-$ROUNDS}
+for v in "$ROUNDS" "$CLOSED_ROUNDS"; do
+	case "$v" in '' | *[!0-9]*)
+		echo "ROUNDS and CLOSED_ROUNDS must be integers" >&2
+		exit 2
+		;;
+	esac
+done
+[ "$ROUNDS" -ge 1 ] || {
+	echo "ROUNDS must be at least 1" >&2
 	exit 2
-	;;
-esac
+}
 RAW="$OUT/$NAME"
 WORK="$ROOT/bench/results/tmp/work-$NAME-$$"
 BIN="$WORK/bin"
@@ -114,7 +122,7 @@ fi
 meta date "$DATE"
 meta host "$HOST"
 meta mode "$MODE"
-meta command "bench/scripts/tls.sh$([ "$MODE" = quick ] && echo " --quick")${ROUNDS:+ (ROUNDS=$ROUNDS)}${GATEWAY_REV:+ GATEWAY_REV=$GATEWAY_REV}${TAG:+ TAG=$TAG}"
+meta command "$([ -n "${GATEWAY_REV:-}" ] && echo "GATEWAY_REV=$GATEWAY_REV ")$([ -n "${TAG:-}" ] && echo "TAG=$TAG ")ROUNDS=$ROUNDS CLOSED_ROUNDS=$CLOSED_ROUNDS bench/scripts/tls.sh$([ "$MODE" = quick ] && echo " --quick")"
 meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 meta cores "$(nproc) available ($(nproc --all) online)"
 meta memory "$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
@@ -123,7 +131,7 @@ meta os "$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}")"
 meta go "$(go version | cut -d' ' -f3-)"
 meta fd_limit "$(ulimit -Hn) open files per process (hard)"
 meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta sizes "storm $STORM_N connections; calls at $CALL_SMALL and $CALL_LARGE connections for $CALL_D each, open loop at $RATE calls/s and closed loop; idle $IDLE_N held $IDLE_HOLD; $ROUNDS round(s)"
+meta sizes "storm $STORM_N connections; calls at $CALL_SMALL and $CALL_LARGE connections for $CALL_D each, open loop at $RATE calls/s ($ROUNDS rounds) and closed loop ($CLOSED_ROUNDS rounds); idle $IDLE_N held $IDLE_HOLD; storm in $ROUNDS rounds"
 meta rate "$RATE"
 echo "TLS benchmark ($MODE): results in $OUT/$NAME.md"
 
@@ -323,11 +331,12 @@ for r in $(seq 1 "$ROUNDS"); do
 			bench_run "$s" "open-$sc-r$r" --mode call --conns "$n" --rate "$RATE" --duration "$CALL_D"
 		done
 	done
+	[ "$r" -le "$CLOSED_ROUNDS" ] || continue
 	for sc in small large; do
 		n=$CALL_SMALL
 		[ $sc = large ] && n=$CALL_LARGE
 		for s in "${order[@]}"; do
-			say "$s: closed loop at $n connections, round $r of $ROUNDS"
+			say "$s: closed loop at $n connections, round $r of $CLOSED_ROUNDS"
 			bench_run "$s" "closed-$sc-r$r" --mode call --conns "$n" --duration "$CALL_D"
 		done
 	done
