@@ -38,6 +38,12 @@ type rawConn struct {
 	closed   bool
 	closeErr error
 
+	// The handshake goroutine's slot (Server.slots): held while crypto/tls
+	// computes, given back while Read waits for the client. held belongs
+	// to the handshake goroutine.
+	srv  *Server
+	held bool
+
 	wmu     sync.Mutex // orders the calls to out, whatever crypto/tls does
 	wclosed atomic.Bool
 	out     func(b []byte, loop bool)
@@ -117,6 +123,13 @@ func (r *rawConn) Read(p []byte) (int, error) {
 	r.mu.Lock()
 	for {
 		if n := r.pendingLocked(); n > 0 {
+			if r.blocking && !r.held {
+				// The client answered: compute again, once a slot is free.
+				r.mu.Unlock()
+				r.acquire()
+				r.mu.Lock()
+				continue
+			}
 			n = copy(p, (*r.buf)[r.off:])
 			r.off += n
 			if r.off == len(*r.buf) {
@@ -136,6 +149,7 @@ func (r *rawConn) Read(p []byte) (int, error) {
 		}
 		wake := r.wake
 		r.mu.Unlock()
+		r.release() // nothing to compute until the client answers
 		<-wake
 		r.mu.Lock()
 	}

@@ -13,7 +13,7 @@ import (
 // Read and Write can check it without the lock.
 const (
 	stNew       int32 = iota // no ciphertext yet: holds a timer, no slot
-	stQueued                 // waiting for a handshake slot
+	stQueued                 // ClientHello complete: a handshake goroutine is on its way
 	stHandshake              // a pool goroutine runs the handshake
 	stOpen                   // established; the loop reads, anyone writes
 	stFailed                 // handshake failed; only Close remains
@@ -42,9 +42,6 @@ type Conn struct {
 	timer    *time.Timer // nil once the handshake has an outcome
 	timedOut bool
 
-	// Guarded by srv.mu.
-	qprev, qnext *Conn
-	inQueue      bool
 }
 
 // Feed hands the connection ciphertext read from the socket. b is copied, so
@@ -72,9 +69,6 @@ func (c *Conn) Feed(b []byte) error {
 		c.stopTimerLocked()
 		c.onHS = nil
 		r.mu.Unlock()
-		if st == stQueued {
-			c.srv.dequeue(c)
-		}
 		c.srv.failed.Add(1)
 		return ErrInputLimit
 	}
@@ -96,7 +90,7 @@ func (c *Conn) Feed(b []byte) error {
 	if st != stNew {
 		return nil
 	}
-	if err := c.srv.enqueue(c); err != nil {
+	if err := c.srv.start(c); err != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if c.st.Load() != stQueued {
@@ -112,13 +106,18 @@ func (c *Conn) Feed(b []byte) error {
 	return nil
 }
 
-// handshake runs on a pool goroutine.
+// handshake runs on a goroutine of its own (Server.start), which holds a
+// CPU slot only while crypto/tls computes (rawConn.Read gives it back while
+// the client thinks).
 func (c *Conn) handshake() {
+	defer c.srv.finish()
 	r := &c.raw
+	r.acquire()
+	defer r.release()
 	r.mu.Lock()
 	if c.st.Load() != stQueued {
 		r.mu.Unlock()
-		return // timed out or closed while queued
+		return // timed out or closed while it waited for a slot
 	}
 	c.st.Store(stHandshake)
 	r.mu.Unlock()
@@ -126,6 +125,7 @@ func (c *Conn) handshake() {
 	// Blocking reads: the adapter waits for Feed. The timer unblocks it by
 	// closing the adapter, which fails the handshake.
 	err := c.tc.Handshake()
+	r.release()
 
 	r.mu.Lock()
 	if c.st.Load() != stHandshake {
@@ -165,7 +165,6 @@ func (c *Conn) expire() {
 		c.timer = nil
 		onHS := c.takeCallbackLocked()
 		r.mu.Unlock()
-		c.srv.dequeue(c)
 		c.srv.failed.Add(1)
 		onHS(ErrHandshakeTimeout)
 		return
@@ -279,8 +278,7 @@ func (c *Conn) CloseNotify() error {
 func (c *Conn) Close() {
 	r := &c.raw
 	r.mu.Lock()
-	st := c.st.Load()
-	if st == stClosed {
+	if c.st.Load() == stClosed {
 		r.mu.Unlock()
 		return
 	}
@@ -289,9 +287,6 @@ func (c *Conn) Close() {
 	c.onHS = nil
 	r.closeLocked(net.ErrClosed)
 	r.mu.Unlock()
-	if st == stQueued {
-		c.srv.dequeue(c)
-	}
 }
 
 // Established reports whether the handshake succeeded and Close has not been

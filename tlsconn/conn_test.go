@@ -241,9 +241,9 @@ func TestHandshakeTimeout(t *testing.T) {
 }
 
 // TestHandshakePoolCap floods the server with N+10 handshakes that send a
-// complete ClientHello and never finish: at most N run, MaxQueued wait, the
-// rest are refused, and an established connection keeps being served
-// throughout.
+// complete ClientHello and never finish: N+MaxQueued are in flight (each
+// waiting for its client, holding no slot), the rest are refused, and an
+// established connection keeps being served throughout.
 func TestHandshakePoolCap(t *testing.T) {
 	const N, Q = 4, 3
 	ca := newCA(t)
@@ -280,8 +280,8 @@ func TestHandshakePoolCap(t *testing.T) {
 			t.Fatalf("refused %d, stats %+v", refused, srv.Stats())
 		}
 	}
-	st := srv.Stats()
-	if st.Active != N || st.Queued != Q || st.Peak > N {
+	waitFor(t, func() bool { st := srv.Stats(); return st.InFlight == N+Q && st.Active == 0 && st.Queued == 0 })
+	if st := srv.Stats(); st.Peak > N {
 		t.Fatalf("stats %+v", st)
 	}
 	// The loop is not held up: the established connection answers at once.
@@ -558,4 +558,41 @@ func FuzzHelloReady(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSlotFreeWhileClientThinks: with one handshake slot, clients that sent
+// a complete ClientHello and then stall (as a busy or slow client does
+// between its flights) do not hold it: a fresh client completes at once.
+func TestSlotFreeWhileClientThinks(t *testing.T) {
+	ca := newCA(t)
+	srv, _, _ := newTestServer(t, ca, "1.2", Config{MaxHandshakes: 1, MaxQueued: 10, HandshakeTimeout: 10 * time.Second})
+	l := startLoop(t, srv, 0)
+	hello := clientHello(t, clientConfig(ca, tls.VersionTLS12, tls.VersionTLS13))
+	for range 3 {
+		raw, err := net.Dial("tcp", l.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		if _, err := raw.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		// The server's flight comes back: the handshake computed, and now
+		// waits for this client, which never answers.
+		_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := raw.Read(make([]byte, 1)); err != nil {
+			t.Fatalf("no server flight: %v", err)
+		}
+	}
+	waitFor(t, func() bool { st := srv.Stats(); return st.InFlight == 3 && st.Active == 0 })
+	start := time.Now()
+	c := dialTLS(t, l.addr(), clientConfig(ca, tls.VersionTLS12, tls.VersionTLS13))
+	<-l.established
+	echo(t, c, []byte("served"))
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a fresh handshake took %v with three stalled ones and one slot", d)
+	}
+	if st := srv.Stats(); st.Peak > 1 {
+		t.Fatalf("more than one handshake computed at once: %+v", st)
+	}
 }

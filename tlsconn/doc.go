@@ -15,17 +15,21 @@
 // arrives and decrypt whatever complete records there are.
 //
 // The handshake cannot be driven that way: tls.Conn stores the first
-// handshake error in handshakeErr and returns it forever. It runs instead on a
-// bounded pool of goroutines ([Config.MaxHandshakes]), reading from the same
-// adapter in blocking mode; connections beyond the pool wait in a bounded FIFO
-// ([Config.MaxQueued]) or are refused with [ErrBusy]. A connection enters
-// the pool only once its ClientHello is complete (hello.go reads the record
-// and handshake headers as Feed gathers them): until then it holds no slot,
-// only its buffered bytes, and [Config.HelloTimeout] ends it, so clients that
-// send half a ClientHello and stall cannot starve the pool. Every handshake,
-// queued or running, is capped by [Config.HandshakeTimeout] counted from
-// [Server.NewConn]. When the handshake succeeds, the adapter switches to
-// non-blocking mode and the goroutine returns to the pool (or exits).
+// handshake error in handshakeErr and returns it forever. It runs instead on
+// a goroutine of its own, reading from the same adapter in blocking mode. A
+// connection gets that goroutine only once its ClientHello is complete
+// (hello.go reads the record and handshake headers as Feed gathers them):
+// until then it holds only its buffered bytes, and [Config.HelloTimeout] ends
+// it, so clients that send half a ClientHello and stall cost no goroutine.
+// At most [Config.MaxHandshakes] handshakes compute at once: a goroutine
+// holds a slot while crypto/tls works and gives it back while it waits for
+// its client, so busy or slow clients cannot leave the server's CPU idle
+// (a slot held across the client's round trips was what capped the rate of
+// a reconnect storm). At most MaxHandshakes+[Config.MaxQueued] handshakes
+// are in flight; beyond, Feed refuses with [ErrBusy]. Every handshake is
+// capped by [Config.HandshakeTimeout] counted from [Server.NewConn]. When the
+// handshake succeeds, the adapter switches to non-blocking mode and the
+// goroutine exits.
 //
 // Ciphertext going out is passed to the reactor's out function, one call per
 // write that crypto/tls makes (a record, or a buffered handshake flight),

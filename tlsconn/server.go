@@ -27,11 +27,14 @@ var (
 type Config struct {
 	// TLS is the server configuration (see ServerTLSConfig). Required.
 	TLS *tls.Config
-	// MaxHandshakes caps the goroutines running handshakes (default 64). A
-	// slot is held for the client's round trips too, not only for the CPU.
+	// MaxHandshakes caps the handshakes computing at once (default 64): a
+	// slot is held while crypto/tls works on the handshake, and given back
+	// while the client thinks (its round trips), so that slow or busy
+	// clients cannot hold the server's CPU idle.
 	MaxHandshakes int
-	// MaxQueued caps the connections waiting for a slot (default
-	// 4*MaxHandshakes; negative: no queue). Beyond it, Feed returns ErrBusy.
+	// MaxQueued caps the handshakes in progress beyond MaxHandshakes
+	// (default 4*MaxHandshakes; negative: none): each has a goroutine,
+	// waiting for its client or for a slot. Beyond it, Feed returns ErrBusy.
 	MaxQueued int
 	// HandshakeTimeout caps the handshake, from NewConn, queueing included
 	// (default 10s).
@@ -41,30 +44,32 @@ type Config struct {
 	MaxHandshakeInput int
 	// HelloTimeout caps the wait for a complete ClientHello, from NewConn
 	// (default 3s, at most HandshakeTimeout). The ClientHello is gathered
-	// without a handshake slot, so a client that sends part of one and
+	// without a handshake goroutine, so a client that sends part of one and
 	// stalls holds a socket and a few KiB until then, never a slot.
 	HelloTimeout time.Duration
 }
 
-// Stats is a snapshot of the handshake pool.
+// Stats is a snapshot of the handshakes.
 type Stats struct {
-	Active    int    // handshake goroutines running now
-	Queued    int    // connections waiting for a slot
+	Active    int    // handshakes computing now (slots held, at most MaxHandshakes)
+	Queued    int    // handshakes ready to compute, waiting for a slot
+	InFlight  int    // handshake goroutines: computing, waiting for a slot or for their client
 	Peak      int    // highest Active seen
 	Completed uint64 // handshakes that succeeded
 	Failed    uint64 // handshakes that failed, timed out or were refused
 }
 
-// Server holds the TLS configuration and the handshake pool shared by all the
-// connections of a listener (or of several).
+// Server holds the TLS configuration and the handshake slots shared by all
+// the connections of a listener (or of several).
 type Server struct {
 	cfg Config
 
-	mu         sync.Mutex
-	active     int
-	peak       int
-	head, tail *Conn // FIFO of connections waiting for a handshake slot
-	queued     int
+	slots   chan struct{} // a token per handshake computing
+	waiting atomic.Int32  // handshakes waiting for a slot
+
+	mu       sync.Mutex
+	inflight int
+	peak     int
 
 	completed atomic.Uint64
 	failed    atomic.Uint64
@@ -93,13 +98,13 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.HelloTimeout = 3 * time.Second
 	}
 	cfg.HelloTimeout = min(cfg.HelloTimeout, cfg.HandshakeTimeout)
-	return &Server{cfg: cfg}, nil
+	return &Server{cfg: cfg, slots: make(chan struct{}, cfg.MaxHandshakes)}, nil
 }
 
-// Stats returns a snapshot of the handshake pool.
+// Stats returns a snapshot of the handshakes.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Active: s.active, Queued: s.queued, Peak: s.peak}
+	st := Stats{Active: len(s.slots), Queued: int(s.waiting.Load()), InFlight: s.inflight, Peak: s.peak}
 	s.mu.Unlock()
 	st.Completed = s.completed.Load()
 	st.Failed = s.failed.Load()
@@ -112,18 +117,19 @@ func (s *Server) Stats() Stats {
 // is kept), from the handshake goroutine and from Write's callers (loop
 // false, the slice is out's to keep), never twice at once, and must not
 // block. onHandshake is called at most once with the outcome of the
-// handshake, from a goroutine of the pool or a timer, unless Feed returned
+// handshake, from a handshake goroutine or a timer, unless Feed returned
 // an error or Close came first.
 //
 // The timers start now: a connection that has not sent a complete
 // ClientHello within HelloTimeout, or finished within HandshakeTimeout,
-// fails with ErrHandshakeTimeout; until its ClientHello is complete it takes
-// no handshake slot.
+// fails with ErrHandshakeTimeout; until its ClientHello is complete it has
+// no handshake goroutine.
 func (s *Server) NewConn(out func(b []byte, loop bool), onHandshake func(err error)) *Conn {
 	c := &Conn{srv: s, onHS: onHandshake, born: time.Now()}
 	c.raw.out = out
 	c.raw.blocking = true
 	c.raw.wake = make(chan struct{}, 1)
+	c.raw.srv = s
 	c.tc = tls.Server(&c.raw, s.cfg.TLS)
 	c.raw.mu.Lock()
 	c.timer = time.AfterFunc(s.cfg.HelloTimeout, c.expire)
@@ -131,74 +137,53 @@ func (s *Server) NewConn(out func(b []byte, loop bool), onHandshake func(err err
 	return c
 }
 
-// enqueue gives c a handshake slot, or a place in the queue.
-func (s *Server) enqueue(c *Conn) error {
+// start gives c a handshake goroutine, unless MaxHandshakes+MaxQueued are
+// in flight already.
+func (s *Server) start(c *Conn) error {
 	s.mu.Lock()
-	if s.active < s.cfg.MaxHandshakes {
-		s.active++
-		if s.active > s.peak {
-			s.peak = s.active
-		}
-		s.mu.Unlock()
-		go s.work(c)
-		return nil
-	}
-	if s.queued >= s.cfg.MaxQueued {
+	if s.inflight >= s.cfg.MaxHandshakes+s.cfg.MaxQueued {
 		s.mu.Unlock()
 		return ErrBusy
 	}
-	c.inQueue = true
-	c.qprev = s.tail
-	if s.tail != nil {
-		s.tail.qnext = c
-	} else {
-		s.head = c
-	}
-	s.tail = c
-	s.queued++
+	s.inflight++
 	s.mu.Unlock()
+	go c.handshake()
 	return nil
 }
 
-// dequeue drops c from the wait queue (timeout, Close), so that dead
-// connections do not hold queue places.
-func (s *Server) dequeue(c *Conn) {
+// finish is the end of a handshake goroutine.
+func (s *Server) finish() {
 	s.mu.Lock()
-	s.unlinkLocked(c)
+	s.inflight--
 	s.mu.Unlock()
 }
 
-func (s *Server) unlinkLocked(c *Conn) {
-	if !c.inQueue {
+// acquire takes a slot for the calling handshake goroutine, waiting for one.
+func (r *rawConn) acquire() {
+	if r.held {
 		return
 	}
-	if c.qprev != nil {
-		c.qprev.qnext = c.qnext
-	} else {
-		s.head = c.qnext
+	s := r.srv
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.waiting.Add(1)
+		s.slots <- struct{}{}
+		s.waiting.Add(-1)
 	}
-	if c.qnext != nil {
-		c.qnext.qprev = c.qprev
-	} else {
-		s.tail = c.qprev
+	r.held = true
+	if n := len(s.slots); n > 0 {
+		s.mu.Lock()
+		s.peak = max(s.peak, n)
+		s.mu.Unlock()
 	}
-	c.qprev, c.qnext, c.inQueue = nil, nil, false
-	s.queued--
 }
 
-// work is one goroutine of the pool: it runs handshakes until the queue is
-// empty, then exits, so an idle server has no handshake goroutine.
-func (s *Server) work(c *Conn) {
-	for c != nil {
-		c.handshake()
-		s.mu.Lock()
-		c = s.head
-		if c != nil {
-			s.unlinkLocked(c)
-		} else {
-			s.active--
-		}
-		s.mu.Unlock()
+// release gives the slot back (handshake goroutine only).
+func (r *rawConn) release() {
+	if r.held {
+		r.held = false
+		<-r.srv.slots
 	}
 }
 
