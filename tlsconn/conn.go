@@ -41,7 +41,6 @@ type Conn struct {
 	onHS     func(error) // nil once called
 	timer    *time.Timer // nil once the handshake has an outcome
 	timedOut bool
-
 }
 
 // Feed hands the connection ciphertext read from the socket. b is copied, so
