@@ -109,7 +109,6 @@ func (c *Conn) Feed(b []byte) error {
 // CPU slot only while crypto/tls computes (rawConn.Read gives it back while
 // the client thinks).
 func (c *Conn) handshake() {
-	defer c.srv.finish()
 	r := &c.raw
 	r.acquire()
 	defer r.release()

@@ -70,6 +70,8 @@ type Server struct {
 	mu       sync.Mutex
 	inflight int
 	peak     int
+	idle     int         // workers waiting for a handshake (work)
+	jobs     chan *Conn // hands a handshake to an idle worker
 
 	completed atomic.Uint64
 	failed    atomic.Uint64
@@ -98,7 +100,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.HelloTimeout = 3 * time.Second
 	}
 	cfg.HelloTimeout = min(cfg.HelloTimeout, cfg.HandshakeTimeout)
-	return &Server{cfg: cfg, slots: make(chan struct{}, cfg.MaxHandshakes)}, nil
+	return &Server{cfg: cfg, slots: make(chan struct{}, cfg.MaxHandshakes), jobs: make(chan *Conn)}, nil
 }
 
 // Stats returns a snapshot of the handshakes.
@@ -147,15 +149,46 @@ func (s *Server) start(c *Conn) error {
 	}
 	s.inflight++
 	s.mu.Unlock()
-	go c.handshake()
+	select {
+	case s.jobs <- c: // an idle worker, its stack already grown for crypto
+	default:
+		go s.work(c)
+	}
 	return nil
 }
 
-// finish is the end of a handshake goroutine.
-func (s *Server) finish() {
-	s.mu.Lock()
-	s.inflight--
-	s.mu.Unlock()
+// workerIdle is how long a handshake goroutine waits for the next one
+// before it exits: a storm reuses them, an idle server has none.
+const workerIdle = time.Second
+
+// work runs handshakes, one at a time, as long as they keep coming. Reusing
+// the goroutine saves growing a fresh stack to the depth crypto/tls needs.
+func (s *Server) work(c *Conn) {
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		c.handshake()
+		s.mu.Lock()
+		s.inflight--
+		if s.idle >= s.cfg.MaxHandshakes {
+			s.mu.Unlock()
+			return
+		}
+		s.idle++
+		s.mu.Unlock()
+		t.Reset(workerIdle)
+		select {
+		case c = <-s.jobs:
+			s.mu.Lock()
+			s.idle--
+			s.mu.Unlock()
+		case <-t.C:
+			s.mu.Lock()
+			s.idle--
+			s.mu.Unlock()
+			return
+		}
+	}
 }
 
 // acquire takes a slot for the calling handshake goroutine, waiting for one.
