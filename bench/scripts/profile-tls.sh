@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# Where a wss:// connect's server CPU goes, the gateway next to net/http
-# (bench/tlsref): both servers pinned to CPU 1, `gateway bench --mode
-# connect` (TCP + full TLS handshake + upgrade + auth + initialize + close)
-# on CPU 0, and during each storm `perf record` samples the server (user and
-# kernel). The samples are sorted into the parts of a connect (key exchange,
-# signature, hashing, records, crypto/tls's own logic, HTTP/WebSocket,
-# the gateway's code, gnet, Go's GC, allocator and scheduler, the kernel)
-# and scaled by the run's server CPU per connection, so each row is µs per
-# connection; then the top symbols of each server by self time.
+# Where the server CPU of TLS goes, the gateway next to net/http
+# (bench/tlsref), with perf. Servers pinned to CPU 1, `gateway bench` on
+# CPU 0, `perf record -g -C 1` during each run (the server's samples kept),
+# samples sorted into parts (key exchange, signature, hashing, AES-GCM,
+# crypto/tls's own code, HTTP/WebSocket, the gateway's code, gnet, Go's GC,
+# allocator, stack and scheduler, the kernel) and scaled by the run's
+# server CPU from /proc, so each row is µs per connection or per call; then
+# inclusive paths (the whole handshake, GC, allocation, syscalls) and the
+# top symbols.
 #
-#   bench/scripts/profile-tls.sh [conns]        (default 8000)
+#   bench/scripts/profile-tls.sh [conns]          the storm: --mode connect
+#                                                 over wss:// (default 8000),
+#                                                 gateway and tlsref
+#   bench/scripts/profile-tls.sh --calls [conns]  tools/call echo, open loop
+#                                                 at RATE calls/s (default
+#                                                 1000 conns): gateway and
+#                                                 tlsref over wss:// and ws://
 #
-# Env: ROUNDS (storms per server, alternating which goes first, default 2),
-# SAMPLE (perf window in s, default 5, from 2 s in), GATEWAY_REV (build
-# the gateway from this commit instead of the working tree), OUT (Markdown
-# output, default stdout), TOP (symbols listed per server, default 25).
+# Env: ROUNDS (runs per server, in rotating order, default 2; a server's
+# samples are pooled and scaled by the mean of its runs), SAMPLE (perf
+# window in s, default 5, from 2 s in), RATE (--calls, default 20000),
+# GATEWAY_REV (build the gateway from this commit instead of the working
+# tree), OUT (Markdown output, default stdout), TOP (symbols listed per
+# server, default 25), KEEP=1 (keep the work directory).
 # Needs perf (Debian: linux-perf; installed when missing) and taskset.
 # Loopback only; everything it starts is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-N=${1:-8000}
+MODE=storm
+if [ "${1:-}" = --calls ]; then
+	MODE=calls
+	shift
+fi
+if [ $MODE = storm ]; then N=${1:-8000}; else N=${1:-1000}; fi
+RATE=${RATE:-20000}
 SAMPLE=${SAMPLE:-5}
 ROUNDS=${ROUNDS:-2}
 TOP=${TOP:-25}
@@ -34,7 +48,8 @@ if ! command -v perf >/dev/null || ! perf --version >/dev/null 2>&1; then
 fi
 [ "$(cat /proc/sys/kernel/perf_event_paranoid)" -le 1 ] 2>/dev/null || echo -1 >/proc/sys/kernel/perf_event_paranoid 2>/dev/null || true
 
-work=$(mktemp -d)
+mkdir -p "$root/bench/results/tmp"
+work=$(mktemp -d -p "$root/bench/results/tmp" profile-tls.XXXXXX)
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -61,10 +76,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 token=profile-token-0123456789abcdef
 printf %s "$token" >"$work/token"
 echo "$(printf %s $token | sha256sum | cut -d' ' -f1) bench" >"$work/tokens"
-gport=$(free_port)
-rport=$(free_port)
-cat >"$work/gw.yaml" <<YAML
-listen: "127.0.0.1:$gport"
+declare -A PORT PID URL
+gwconf() { # file port tls(yes/no)
+	cat >"$1" <<YAML
+listen: "127.0.0.1:$2"
 auth: {static_tokens_file: $work/tokens}
 limits: {max_connections_per_ip: 100000, max_pending_auth: 100000}
 ratelimit:
@@ -72,14 +87,26 @@ ratelimit:
   per_subject: {messages: 1000000000, window: 1s}
   handshakes_per_ip: {count: 1000000, window: 1s}
 admin: {listen: ""}
-tls: {cert_file: $work/tls.crt, key_file: $work/tls.key}
 YAML
-taskset -c 1 "$work/gateway" serve -c "$work/gw.yaml" >"$work/gw.log" 2>&1 &
-gpid=$!
-pids+=("$gpid")
-taskset -c 1 "$work/tlsref" -listen "127.0.0.1:$rport" -cert "$work/tls.crt" -key "$work/tls.key" >"$work/ref.log" 2>&1 &
-rpid=$!
-pids+=("$rpid")
+	[ "$3" = yes ] && echo "tls: {cert_file: $work/tls.crt, key_file: $work/tls.key}" >>"$1"
+	return 0
+}
+SERVERS=(gateway-tls tlsref)
+[ $MODE = calls ] && SERVERS=(gateway-tls gateway tlsref tlsref-plain)
+for s in "${SERVERS[@]}"; do
+	p=$(free_port)
+	case $s in
+	gateway-tls | gateway)
+		gwconf "$work/$s.yaml" "$p" "$([ $s = gateway-tls ] && echo yes || echo no)"
+		taskset -c 1 "$work/gateway" serve -c "$work/$s.yaml" >"$work/$s.log" 2>&1 &
+		;;
+	tlsref) taskset -c 1 "$work/tlsref" -listen "127.0.0.1:$p" -cert "$work/tls.crt" -key "$work/tls.key" >"$work/$s.log" 2>&1 & ;;
+	tlsref-plain) taskset -c 1 "$work/tlsref" -listen "127.0.0.1:$p" -plain >"$work/$s.log" 2>&1 & ;;
+	esac
+	PID[$s]=$!
+	pids+=("$!")
+	case $s in gateway-tls | tlsref) URL[$s]="wss://127.0.0.1:$p/mcp" ;; *) URL[$s]="ws://127.0.0.1:$p/mcp" ;; esac
+done
 sleep 1
 
 # agg.py PID TOP: reads `perf script` of CPU 1, keeps the server's samples
@@ -183,95 +210,126 @@ out() { if [ -n "${OUT:-}" ]; then cat >>"$OUT"; else cat; fi; }
 [ -z "${OUT:-}" ] || : >"$OUT"
 
 declare -A us rate gen
-# ROUNDS storms per server, alternating which goes first (the VM's speed
-# drifts); the samples of a server's rounds are pooled and scaled by the
-# mean of its rounds' CPU per connection.
+export GATEWAY_BENCH_ENGINE=goroutine # the same client over ws:// and wss://
+B=(taskset -c 0 "$work/bench" bench --quiet --insecure --token-file "$work/token")
+for s in "${SERVERS[@]}"; do # warm-up
+	if [ $MODE = storm ]; then
+		"${B[@]}" --url "${URL[$s]}" --mode connect --conns 500 >/dev/null
+	else
+		"${B[@]}" --url "${URL[$s]}" --mode call --conns "$N" --rate "$RATE" --duration 3s >/dev/null
+	fi
+done
+k=${#SERVERS[@]}
 for r in $(seq 1 "$ROUNDS"); do
-	order=(gateway tlsref)
-	[ $((r % 2)) = 0 ] && order=(tlsref gateway)
-	for s in "${order[@]}"; do
-		if [ $s = gateway ]; then port=$gport pid=$gpid; else port=$rport pid=$rpid; fi
-		url="wss://127.0.0.1:$port/mcp"
-		taskset -c 0 "$work/bench" bench --quiet --insecure --url "$url" --token-file "$work/token" --mode connect --conns 500 >/dev/null # warm-up
-		taskset -c 0 "$work/bench" bench --quiet --insecure --url "$url" --token-file "$work/token" --server-pid "$pid" \
-			--mode connect --conns "$N" --out-json "$work/$s-$r.json" >"$work/$s-$r.txt" 2>&1 &
+	for i in $(seq 0 $((k - 1))); do
+		s=${SERVERS[$(((i + r - 1) % k))]}
+		if [ $MODE = storm ]; then
+			"${B[@]}" --url "${URL[$s]}" --server-pid "${PID[$s]}" --mode connect --conns "$N" --out-json "$work/$s-$r.json" >"$work/$s-$r.txt" 2>&1 &
+		else
+			"${B[@]}" --url "${URL[$s]}" --server-pid "${PID[$s]}" --mode call --conns "$N" --rate "$RATE" \
+				--duration "$((SAMPLE + 5))s" --out-json "$work/$s-$r.json" >"$work/$s-$r.txt" 2>&1 &
+		fi
 		b=$!
 		sleep 2
+		[ $MODE = calls ] && sleep 1 # connected and settled
 		# The whole of CPU 1 (every thread of the server, old or new); split
 		# keeps the server's samples.
 		perf record -q -e cpu-clock -F 2999 -g -C 1 -o "$work/$s-$r.perf" -- sleep "$SAMPLE" >/dev/null 2>&1
-		echo "$pid" >"$work/$s-$r.pid"
+		echo "${PID[$s]}" >"$work/$s-$r.pid"
 		wait $b || {
 			cat "$work/$s-$r.txt" >&2
 			exit 1
 		}
-		us[$s]="${us[$s]:-} $(jget "$work/$s-$r.json" server.cpu_us_per_conn)"
-		rate[$s]="${rate[$s]:-} $(jget "$work/$s-$r.json" connections.per_sec | cut -d. -f1)"
+		if [ $MODE = storm ]; then
+			us[$s]="${us[$s]:-} $(jget "$work/$s-$r.json" server.cpu_us_per_conn | xargs printf %.1f)"
+			rate[$s]="${rate[$s]:-} $(jget "$work/$s-$r.json" connections.per_sec | cut -d. -f1)"
+		else
+			us[$s]="${us[$s]:-} $(jget "$work/$s-$r.json" server.cpu_us_per_call | xargs printf %.2f)"
+			rate[$s]="${rate[$s]:-} $(jget "$work/$s-$r.json" calls.per_sec | cut -d. -f1)"
+		fi
 		gen[$s]="${gen[$s]:-} $(jget "$work/$s-$r.json" generator.cores | cut -c1-4)"
 		split "$work/$s-$r.perf"
 	done
 done
-mean() { echo "$*" | tr ' ' '\n' | awk 'NF {s+=$1; n++} END {printf "%.1f", s/n}'; }
-cat "$work"/gateway-*.perf.agg >"$work/gateway.agg"
-cat "$work"/tlsref-*.perf.agg >"$work/tlsref.agg"
+mean() { echo "$*" | tr ' ' '\n' | awk 'NF {s+=$1; n++} END {printf "%.2f", s/n}'; }
+cols=()
+for s in "${SERVERS[@]}"; do
+	cat "$work/$s"-[0-9]*.perf.agg >"$work/$s.agg" # not gateway-tls-N for gateway
+	cols+=("$s=$work/$s.agg=$(mean ${us[$s]})")
+done
 
 {
-	echo "# Server CPU per wss:// connect, by part"
+	if [ $MODE = storm ]; then
+		echo "# Server CPU per wss:// connect, by part"
+		echo
+		echo "\`bench/scripts/profile-tls.sh $N\` (ROUNDS=$ROUNDS) at $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs, Linux $(uname -r), $(go version | cut -d' ' -f3); gateway from the $built."
+		echo "Servers on CPU 1 (the gateway: builtin upstream, TLS with a self-signed ECDSA P-256 certificate; bench/tlsref: net/http + crypto/tls, same certificate),"
+		echo "\`gateway bench --mode connect --conns $N --insecure\` on CPU 0 (full handshakes: TLS 1.3, X25519MLKEM768, no resumption),"
+	else
+		echo "# Server CPU per tools/call echo over wss:// and ws://, by part"
+		echo
+		echo "\`bench/scripts/profile-tls.sh --calls $N\` (ROUNDS=$ROUNDS, RATE=$RATE) at $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs, Linux $(uname -r), $(go version | cut -d' ' -f3); gateway from the $built."
+		echo "Servers on CPU 1 (the gateway, builtin upstream, over wss:// and as a second process over ws://; bench/tlsref over wss:// and with -plain over ws://),"
+		echo "\`gateway bench --mode call --conns $N --rate $RATE\` (open loop, 64-byte echo, goroutine engine for both schemes) on CPU 0,"
+	fi
+	echo "\`perf record -e cpu-clock -g -C 1\` on CPU 1 for ${SAMPLE} s of each run, the server's samples only. Each part's share of the server's samples (self time) is scaled by the"
+	echo "run's server CPU from /proc (mean of the rounds). Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo
-	echo "\`bench/scripts/profile-tls.sh $N\` (ROUNDS=$ROUNDS) at $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs, Linux $(uname -r), $(go version | cut -d' ' -f3); gateway from the $built."
-	echo "Servers on CPU 1 (the gateway: builtin upstream, TLS with a self-signed ECDSA P-256 certificate; bench/tlsref: net/http + crypto/tls, same certificate),"
-	echo "\`gateway bench --mode connect --conns $N --insecure\` on CPU 0 (full handshakes: TLS 1.3, X25519MLKEM768, no resumption), \`perf record -e cpu-clock -g -C 1\`"
-	echo "on CPU 1 for ${SAMPLE} s from 2 s in, the server's samples only. Each part's share of the server's samples (self time) is scaled by the run's server CPU per connection"
-	echo "(from /proc), so the rows are µs per connection. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-	echo
-	python3 - "$work/gateway.agg" "$work/tlsref.agg" "$(mean ${us[gateway]})" "$(mean ${us[tlsref]})" "$TOP" <<'PY'
+	python3 - "$MODE" "$TOP" "${cols[@]}" <<'PY'
 import sys
-TOP = int(sys.argv[5])
+mode, TOP, cols = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+unit = "µs/conn" if mode == "storm" else "µs/call"
+names = {"gateway-tls": "gateway wss", "gateway": "gateway ws", "tlsref": "net/http wss", "tlsref-plain": "net/http ws"}
 def load(f):
-    d = {"part": {}, "path": {}, "sym": []}
+    d = {"part": {}, "path": {}, "sym": {}}
     tot = 0
     for line in open(f):
         k, *v = line.rstrip("\n").split("\t")
         if k == "total":
             tot += int(v[0])
-        elif k in ("part", "path"):
+        elif k in ("part", "path", "sym"):
             d[k][v[0]] = d[k].get(v[0], 0) + int(v[1])
-        elif k == "sym":
-            d["sym"].append((v[0], int(v[1])))
-    syms = {}
-    for n, c in d["sym"]:
-        syms[n] = syms.get(n, 0) + c
-    d["sym"] = sorted(syms.items(), key=lambda x: -x[1])[:TOP]
     return d, tot
-(g, tg), (r, tr) = load(sys.argv[1]), load(sys.argv[2])
-ug, ur = float(sys.argv[3]), float(sys.argv[4])
-sc = lambda n, t, u: n / t * u if t else 0.0
-print("| part (self time) | gateway µs/conn | net/http µs/conn | gateway - net/http |")
-print("|---|---|---|---|")
-names = sorted(set(g["part"]) | set(r["part"]), key=lambda n: -(sc(g["part"].get(n, 0), tg, ug) + sc(r["part"].get(n, 0), tr, ur)))
-for n in names:
-    a, b = sc(g["part"].get(n, 0), tg, ug), sc(r["part"].get(n, 0), tr, ur)
-    print("| %s | %.1f | %.1f | %+.1f |" % (n, a, b, a - b))
-print("| **total (server CPU per connection, /proc; mean of the rounds)** | **%.1f** | **%.1f** | **%+.1f (%.2f x)** |" % (ug, ur, ug - ur, ug / ur if ur else 0))
+C = []
+for c in cols:
+    s, f, u = c.split("=")
+    d, t = load(f)
+    C.append((s, d, t, float(u)))
+val = lambda c, kind, n: c[1][kind].get(n, 0) / c[2] * c[3] if c[2] else 0.0
+pairs = []  # (label, a, b): a - b columns
+if mode == "storm":
+    pairs = [("gateway - net/http", 0, 1)]
+else:
+    pairs = [("gateway: wss - ws", 0, 1), ("net/http: wss - ws", 2, 3)]
+head = ["part (self time)"] + ["%s %s" % (names[c[0]], unit) for c in C] + [p[0] for p in pairs]
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+parts = sorted({n for c in C for n in c[1]["part"]}, key=lambda n: -sum(val(c, "part", n) for c in C))
+for n in parts:
+    v = [val(c, "part", n) for c in C]
+    print("| %s | %s | %s |" % (n, " | ".join("%.2f" % x for x in v), " | ".join("%+.2f" % (v[a] - v[b]) for _, a, b in pairs)))
+tot = [c[3] for c in C]
+print("| **total (server CPU, /proc)** | %s | %s |" % (" | ".join("**%.2f**" % x for x in tot), " | ".join("**%+.2f**" % (tot[a] - tot[b]) for _, a, b in pairs)))
 print()
-print("Paths across the parts (inclusive: the samples with that function on the stack), µs per connection:")
+print("Paths across the parts (inclusive: the samples with that function on the stack), %s:" % unit)
 print()
-print("| path | gateway | net/http |")
-print("|---|---|---|")
-names = sorted(set(g["path"]) | set(r["path"]), key=lambda n: -(sc(g["path"].get(n, 0), tg, ug)))
-for n in names:
-    print("| %s | %.1f | %.1f |" % (n, sc(g["path"].get(n, 0), tg, ug), sc(r["path"].get(n, 0), tr, ur)))
+print("| path | " + " | ".join(names[c[0]] for c in C) + " |")
+print("|" + "---|" * (len(C) + 1))
+for n in sorted({n for c in C for n in c[1]["path"]}, key=lambda n: -val(C[0], "path", n)):
+    print("| %s | %s |" % (n, " | ".join("%.2f" % val(c, "path", n) for c in C)))
 print()
-print("Samples of the server: gateway %d, net/http %d." % (tg, tr))
-for label, d, t in (("gateway", g, tg), ("net/http tlsref", r, tr)):
+print("Samples of each server: " + ", ".join("%s %d" % (names[c[0]], c[2]) for c in C) + ".")
+for c in C:
     print()
-    print("### Top symbols by self time: " + label)
+    print("### Top symbols by self time: " + names[c[0]])
     print()
     print("| self % | symbol |")
     print("|---|---|")
-    for sym, n in d["sym"]:
-        print("| %.2f%% | %s |" % (100.0 * n / t if t else 0, sym))
+    for sym, n in sorted(c[1]["sym"].items(), key=lambda x: -x[1])[:TOP]:
+        print("| %.2f%% | %s |" % (100.0 * n / c[2] if c[2] else 0, sym))
 PY
 	echo
-	echo "Round by round: server CPU µs/conn gateway${us[gateway]}, net/http${us[tlsref]}; connections/s gateway${rate[gateway]}, net/http${rate[tlsref]}; load generator cores over the connect phase: gateway runs${gen[gateway]}, net/http runs${gen[tlsref]}."
+	echo -n "Round by round:"
+	for s in "${SERVERS[@]}"; do echo -n " $s: server CPU${us[$s]}, rate${rate[$s]}, generator cores${gen[$s]};"; done
+	echo
 } | out
