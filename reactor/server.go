@@ -116,6 +116,7 @@ type Server struct {
 	ticketTTL time.Duration
 
 	open     atomic.Int64
+	accepted atomic.Int64 // connections ever accepted (trimMemory)
 	heldFDs  atomic.Int64 // lingering descriptors out of the loop (holdFD)
 	pending  atomic.Int64
 	draining atomic.Bool
@@ -210,6 +211,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	sweepCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.sweep(sweepCtx)
+	go s.trimMemory(sweepCtx)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -302,6 +304,7 @@ func (s *Server) Stats() Stats {
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	now := time.Now().UnixNano()
 	n := s.open.Add(1) + s.heldFDs.Load()
+	s.accepted.Add(1)
 	s.m.ConnectionsOpen.Inc()
 	c := &conn{srv: s, gc: gc}
 	c.sess.Opened = now

@@ -1,0 +1,24 @@
+package reactor
+
+import "testing"
+
+func TestTrimWorthIt(t *testing.T) {
+	const mib = 1 << 20
+	cases := []struct {
+		free, objects, live uint64
+		want                bool
+	}{
+		{0, 44 * mib, 44 * mib, false},          // nothing dead, nothing free
+		{8 * mib, 62 * mib, 44 * mib, true},     // after a storm: 8 free + 18 dead
+		{4 * mib, 50 * mib, 44 * mib, false},    // 10 MiB: under trimMinFree
+		{20 * mib, 400 * mib, 400 * mib, false}, // 20 MiB of a 400 MiB heap: under a quarter
+		{40 * mib, 420 * mib, 400 * mib, false}, // 60 < 100
+		{60 * mib, 460 * mib, 400 * mib, true},  // 120 >= 100
+		{20 * mib, 10 * mib, 12 * mib, true},    // live above objects (freed since): free counts
+	}
+	for _, c := range cases {
+		if got := trimWorthIt(c.free, c.objects, c.live); got != c.want {
+			t.Errorf("free %d objects %d live %d MiB: got %v", c.free/mib, c.objects/mib, c.live/mib, got)
+		}
+	}
+}
