@@ -200,13 +200,16 @@ func (rs *results) tlsTargets() []tlsTarget {
 	}
 
 	if r := rs.get("gateway-tls", "idle"); r != nil && r.rep != nil {
+		// Idle is the end of the hold: 1 s after the last connect the
+		// figure still holds the storm's garbage, which the gateway gives
+		// back once the connections settle; both are shown.
 		o, e := kibOpen(r), kibEnd(r)
-		v := verdict(math.Max(o, e), idleKiBBound)
+		v := verdict(e, idleKiBBound)
 		if failedConns(r) > 0 || r.rep.Connections.Lost > 0 {
 			v = "**not met**"
 		}
 		out = append(out, tlsTarget{fmt.Sprintf("idle: <= %s KiB RSS per wss:// connection at %s", f1(idleKiBBound), thousands(int64(r.rep.Settings.Conns))),
-			fmt.Sprintf("%s KiB just after open, %s KiB at the end of the hold (%s established)", f2(o), f2(e), established(r)), v})
+			fmt.Sprintf("%s KiB at the end of the %s hold (%s KiB 1 s after the last connect; %s established)", f2(e), r.rep.Settings.Duration, f2(o), established(r)), v})
 	} else {
 		out = append(out, tlsTarget{fmt.Sprintf("idle: <= %s KiB RSS per wss:// connection at 10,000", f1(idleKiBBound)), na, "not measured"})
 	}

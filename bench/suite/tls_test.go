@@ -32,7 +32,7 @@ func openRun(conns int, rate, us float64) *bench.Report {
 func idleRun(conns int, kibOpen, kibEnd float64) *bench.Report {
 	return &bench.Report{
 		Mode:        "idle",
-		Settings:    bench.Settings{Conns: conns, Init: true},
+		Settings:    bench.Settings{Conns: conns, Init: true, Duration: "20s"},
 		Connections: bench.ConnStats{Target: conns, Established: int64(conns)},
 		Server:      &bench.ServerStats{KiBPerConnOpen: kibOpen, KiBPerConnEnd: kibEnd, RSSBefore: 16 << 20, RSSConnected: 70 << 20, RSSEnd: 70 << 20},
 	}
@@ -65,7 +65,9 @@ func tlsFixture(t *testing.T, storm, cpu, small map[string][3]float64, idleKiB f
 			writeJSON(t, dir, fmt.Sprintf("%s--open-large-r%d.bench.json", s, r+1), openRun(1000, 20000, us[r]+extra))
 		}
 	}
-	writeJSON(t, dir, "gateway-tls--idle.bench.json", idleRun(10000, idleKiB-0.5, idleKiB))
+	// 1 s after the last connect the figure is higher (the storm's
+	// garbage); the verdict is on the end of the hold.
+	writeJSON(t, dir, "gateway-tls--idle.bench.json", idleRun(10000, idleKiB+1.5, idleKiB))
 	rs, err := loadResults(dir, "")
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +135,7 @@ func TestTLSTargetsPaired(t *testing.T) {
 		"| gateway's overhead - net/http's | -1.00 | -1.00 | 8.00 | -1.00 |",
 		"| gateway (wss) | 0.90 | 0.90 | 0.90 | 0.90 |", // generator cores
 		"gateway +3.00 µs/call, net/http +3.00 µs/call",
+		"| idle: <= 6.0 KiB RSS per wss:// connection at 10,000 | 5.90 KiB at the end of the 20s hold (7.40 KiB 1 s after the last connect; 10,000/10,000 established) | met |",
 	)
 }
 
