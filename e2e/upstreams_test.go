@@ -30,24 +30,49 @@ func everything(t *testing.T) string {
 }
 
 // startEverythingHTTP runs server-everything's Streamable HTTP transport.
+// A port FreePort found free can be taken before node binds it (node then
+// exits): it starts again on another port, three times in all.
 func startEverythingHTTP(t *testing.T) string {
 	entry := everything(t)
-	port := wsraw.FreePort(t)
-	cmd := exec.Command("node", entry, "streamableHttp")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
-	must(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	url := fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
-	deadline := time.Now().Add(60 * time.Second) // node's start is slow on a loaded machine
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
+	for attempt := 1; ; attempt++ {
+		port := wsraw.FreePort(t)
+		cmd := exec.Command("node", entry, "streamableHttp")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
+		var out strings.Builder // read only once node has exited
+		cmd.Stdout, cmd.Stderr = &out, &out
+		must(t, cmd.Start())
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		url := fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+		if waitHTTP(url, exited, 60*time.Second) { // node's start is slow on a loaded machine
 			return url
 		}
-		time.Sleep(100 * time.Millisecond)
+		_ = cmd.Process.Kill()
+		<-exited
+		if attempt < 3 && strings.Contains(out.String(), "EADDRINUSE") {
+			t.Logf("server-everything: port %d in use, trying another", port)
+			continue
+		}
+		t.Fatalf("server-everything (streamableHttp) did not start:\n%s", wsraw.Truncate(out.String(), 2000))
 	}
-	t.Fatal("server-everything (streamableHttp) did not start")
-	return ""
+}
+
+// waitHTTP waits until url answers, the process ends (exited) or timeout
+// passes; it reports whether url answered.
+func waitHTTP(url string, exited <-chan struct{}, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			return true
+		}
+		select {
+		case <-exited:
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 func upstreamRoutes(t *testing.T, httpURL string) option {
