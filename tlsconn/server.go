@@ -70,7 +70,7 @@ type Server struct {
 	mu       sync.Mutex
 	inflight int
 	peak     int
-	idle     int         // workers waiting for a handshake (work)
+	idle     int        // workers waiting for a handshake (work)
 	jobs     chan *Conn // hands a handshake to an idle worker
 
 	completed atomic.Uint64
