@@ -51,6 +51,7 @@ type conn struct {
 	shutting      bool  // shut ran: a close is done or queued; read nothing
 	tlsFull       bool  // pumpTLS stopped at the decrypted-input cap
 	flushUntil    int64 // closing: everything must be in the kernel by then (ns)
+	lastInput     int64 // when bytes last arrived (ns; OnTraffic)
 	lingerUntil   int64 // half-closed: close by then if the client has not (ns)
 	noLinger      bool  // after a 431: read nothing more while lingering
 	ticketChecked bool
@@ -62,6 +63,7 @@ type conn struct {
 // whose decrypted input reached its cap is pumped again as soon as the reader
 // has made room, rather than at the next socket read, which may never come.
 func (c *conn) onTraffic() gnet.Action {
+	c.lastInput = time.Now().UnixNano()
 	if c.shutting {
 		in, _ := c.gc.Peek(-1)
 		if len(in) > 0 {
@@ -81,7 +83,7 @@ func (c *conn) traffic() gnet.Action {
 	if c.async {
 		return gnet.None // bytes stay buffered until the off-loop step returns
 	}
-	now := time.Now().UnixNano()
+	now := c.lastInput // set by onTraffic, just now
 	if c.sess.State == session.Handshake && c.tc == nil || c.needProxy {
 		if act, ok := c.proxyHeader(now); !ok {
 			return act

@@ -111,7 +111,9 @@ func (c *conn) queue(b []byte) {
 //  1. sends TLS's close_notify after the last record and waits until every
 //     queued write has run and gnet has handed every byte to the kernel
 //     (flushGrace at most: a reader that takes nothing is cut);
-//  2. shuts down the write side: FIN after the last byte;
+//  2. if the client has sent bytes the gateway has not read (it is still
+//     sending), shuts down the write side: FIN after the last byte; else it
+//     closes now (FIN too, and no reset: nothing is unread);
 //  3. discards what still arrives and closes when the client does, or after
 //     lingerTime.
 //
@@ -164,6 +166,11 @@ func (c *conn) linger(now int64) gnet.Action {
 		c.sess.Deadline.Store(now + int64(sweepEvery))
 		return gnet.None
 	}
+	if !c.clientSending(now) {
+		// A quiet client: a plain close sends FIN, not RST, and skips the
+		// half-close's extra work (a deadline burst closes thousands).
+		return gnet.Close
+	}
 	if err := unix.Shutdown(c.gc.Fd(), unix.SHUT_WR); err != nil {
 		return gnet.Close // the client is gone already
 	}
@@ -174,6 +181,18 @@ func (c *conn) linger(now int64) gnet.Action {
 	c.lingerUntil = now + int64(lingerTime)
 	c.sess.Deadline.Store(c.lingerUntil)
 	return gnet.None
+}
+
+// clientSending reports a client that may send more before it reads the
+// answer: bytes arrived within lingerTime (the close answers what it sent,
+// a flood, a pipelined request), or are unread in gnet's buffer or the
+// socket's receive queue. Closing over them would reset the connection.
+func (c *conn) clientSending(now int64) bool {
+	if now-c.lastInput < int64(lingerTime) || c.gc.InboundBuffered() > 0 {
+		return true
+	}
+	n, err := unix.IoctlGetInt(c.gc.Fd(), unix.SIOCINQ)
+	return err != nil || n > 0
 }
 
 // lingerStep is linger outside OnTraffic (sweeper, queued task).
