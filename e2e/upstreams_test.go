@@ -50,7 +50,7 @@ func startEverythingHTTP(t *testing.T) string {
 		}
 		_ = cmd.Process.Kill()
 		<-exited
-		if attempt < 3 && strings.Contains(out.String(), "EADDRINUSE") {
+		if o := out.String(); attempt < 3 && (strings.Contains(o, "EADDRINUSE") || strings.Contains(o, "already in use")) {
 			t.Logf("server-everything: port %d in use, trying another", port)
 			continue
 		}

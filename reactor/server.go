@@ -117,6 +117,7 @@ type Server struct {
 
 	open     atomic.Int64
 	accepted atomic.Int64 // connections ever accepted (trimMemory)
+	closed   atomic.Int64 // connections ever closed (trimMemory)
 	heldFDs  atomic.Int64 // lingering descriptors out of the loop (holdFD)
 	pending  atomic.Int64
 	draining atomic.Bool
@@ -437,6 +438,7 @@ func (s *Server) releaseAdmission(c *conn) {
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, _ := gc.Context().(*conn)
 	s.open.Add(-1)
+	s.closed.Add(1)
 	s.m.ConnectionsOpen.Dec()
 	if c == nil {
 		return gnet.None
