@@ -352,7 +352,7 @@ func (c *conn) failSlow() gnet.Action {
 // (see shut).
 func (c *conn) fail(code ws.StatusCode, reason string) gnet.Action {
 	if c.sess.State == session.Closing {
-		return gnet.Close
+		return gnet.None // the close is under way (shut)
 	}
 	c.closedBy = "server"
 	c.closeCode = uint16(code)

@@ -488,12 +488,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c == nil {
 		return gnet.Close
 	}
-	closing := c.shutting
-	if act := c.onTraffic(); act == gnet.Close && !closing {
+	act := c.onTraffic()
+	if act == gnet.Close && !c.shutting {
 		return c.shut() // never before what was written on the way out
-	} else {
-		return act // None, or the end of a close already under way
 	}
+	return act // None, or shut's own verdict: close now
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

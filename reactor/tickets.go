@@ -55,7 +55,11 @@ func (c *conn) goAsync(work func(ctx context.Context), done func()) bool {
 // stayed buffered, and applies its verdict.
 func (c *conn) resume() {
 	if act := c.onTraffic(); act == gnet.Close {
-		c.closeSocket()
+		if c.shutting { // shut's own verdict: close now
+			_ = c.gc.EventLoop().Close(c.gc)
+		} else {
+			c.closeSocket()
+		}
 	}
 }
 
