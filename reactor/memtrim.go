@@ -27,11 +27,7 @@ const (
 func (s *Server) trimMemory(ctx context.Context) {
 	t := time.NewTicker(trimEvery)
 	defer t.Stop()
-	samples := []metrics.Sample{
-		{Name: "/memory/classes/heap/free:bytes"},    // free pages not returned
-		{Name: "/memory/classes/heap/objects:bytes"}, // objects, dead ones included
-		{Name: "/gc/heap/live:bytes"},                // live as of the last GC
-	}
+	samples := trimSamples()
 	churn := func() int64 { return s.accepted.Load() + s.closed.Load() }
 	last := churn()
 	trimmed := true // nothing to give back before the first burst
@@ -53,6 +49,9 @@ func (s *Server) trimMemory(ctx context.Context) {
 		}
 		trimmed = true
 		metrics.Read(samples)
+		if !allUint64(samples) {
+			return // a Go without these metrics: Uint64 would panic
+		}
 		if trimWorthIt(samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()) {
 			debug.FreeOSMemory()
 		}
@@ -65,4 +64,23 @@ func (s *Server) trimMemory(ctx context.Context) {
 func trimWorthIt(free, objects, live uint64) bool {
 	reclaim := free + objects - min(objects, live)
 	return reclaim >= trimMinFree && reclaim >= live/4
+}
+
+func allUint64(samples []metrics.Sample) bool {
+	for _, s := range samples {
+		if s.Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+	}
+	return true
+}
+
+// trimSamples are the runtime/metrics trimMemory reads, in trimWorthIt's
+// argument order.
+func trimSamples() []metrics.Sample {
+	return []metrics.Sample{
+		{Name: "/memory/classes/heap/free:bytes"},    // free pages not returned
+		{Name: "/memory/classes/heap/objects:bytes"}, // objects, dead ones included
+		{Name: "/gc/heap/live:bytes"},                // live as of the last GC
+	}
 }

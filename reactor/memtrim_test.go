@@ -1,6 +1,9 @@
 package reactor
 
-import "testing"
+import (
+	"runtime/metrics"
+	"testing"
+)
 
 func TestTrimWorthIt(t *testing.T) {
 	const mib = 1 << 20
@@ -20,5 +23,14 @@ func TestTrimWorthIt(t *testing.T) {
 		if got := trimWorthIt(c.free, c.objects, c.live); got != c.want {
 			t.Errorf("free %d objects %d live %d MiB: got %v", c.free/mib, c.objects/mib, c.live/mib, got)
 		}
+	}
+}
+
+// The metrics trimMemory reads exist in this Go (else it would stop trimming).
+func TestTrimMetricsExist(t *testing.T) {
+	samples := trimSamples()
+	metrics.Read(samples)
+	if !allUint64(samples) {
+		t.Fatalf("runtime/metrics lacks a sample trimMemory reads: %+v", samples)
 	}
 }
