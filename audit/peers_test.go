@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
 )
 
 // The three servers of the audit's acceptance test (issue 7): our gateway,
@@ -54,31 +56,14 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuf collects a child's output for failure messages.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // startProc runs a server in its own process group, ended (group and all)
 // when the test ends.
-func startProc(t *testing.T, dir string, env []string, name string, args ...string) (<-chan struct{}, *syncBuf) {
+func startProc(t *testing.T, dir string, env []string, name string, args ...string) (<-chan struct{}, *wsraw.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
-	out := &syncBuf{}
+	out := &wsraw.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -100,7 +85,7 @@ func startProc(t *testing.T, dir string, env []string, name string, args ...stri
 
 // waitListening waits until addr accepts TCP connections; false when the
 // process exited first.
-func waitListening(t *testing.T, addr string, exited <-chan struct{}, out *syncBuf) bool {
+func waitListening(t *testing.T, addr string, exited <-chan struct{}, out *wsraw.SyncBuffer) bool {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -38,8 +38,17 @@ func servePage(t *testing.T, host string, html func(http.ResponseWriter, *http.R
 }
 
 func browser(t *testing.T) context.Context {
+	ctx := chromium(t)
+	// The first call starts the browser; it must not carry a timeout.
+	must(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
+	return ctx
+}
+
+// chromium is a context for a fresh headless Chromium (not started yet),
+// with the project's flags, a new profile and any extra options.
+func chromium(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	bin := requireBinary(t, "chromium")
-	opts := []chromedp.ExecAllocatorOption{
+	opts := append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-background-networking", true),
@@ -47,13 +56,11 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.UserDataDir(t.TempDir()),
-	}
+	}, extra...)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)
 	t.Cleanup(cancel2)
-	// The first call starts the browser; it must not carry a timeout.
-	must(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
 	return ctx
 }
 

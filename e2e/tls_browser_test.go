@@ -106,21 +106,7 @@ func (d *devtoolsLog) String() string {
 
 // browserTLS starts headless Chromium trusting the key with hash spki.
 func browserTLS(t *testing.T, spki string) (context.Context, *devtoolsLog) {
-	bin := requireBinary(t, "chromium")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("ignore-certificate-errors-spki-list", spki),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
+	ctx := chromium(t, chromedp.Flag("ignore-certificate-errors-spki-list", spki))
 	dl := &devtoolsLog{}
 	// chromedp enables the Network and Log domains on every tab. The first
 	// call starts the browser; it must not carry a timeout.

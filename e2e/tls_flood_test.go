@@ -164,30 +164,3 @@ func TestPendingHandshakesCountPerIP(t *testing.T) {
 	// Another address is not affected.
 	wssConnectAuth(t, g, ca)
 }
-
-// TestTLSOverCap503: over max_connections a wss client still gets its 503 +
-// Retry-After (SPEC 4.1 holds over TLS), within the refusal margin.
-func TestTLSOverCap503(t *testing.T) {
-	g, ca, _ := startTLSGateway(t, with("limits", `
-  handshake_timeout: 5s
-  max_connections: 3
-  idle_timeout: 60s
-  ping_interval: 20s`))
-	g.waitNoConnections(t)
-	for range 3 {
-		c, err := tls.Dial("tcp", g.Addr, ca.clientTLS(0))
-		must(t, err)
-		defer c.Close()
-		r := requestOver(t, c, wsraw.UpgradeRequest(g.Addr, "/mcp"))
-		if r.resp.StatusCode != 101 {
-			t.Fatalf("under the cap: %s", r.resp.Status)
-		}
-	}
-	c, err := tls.Dial("tcp", g.Addr, ca.clientTLS(0))
-	must(t, err)
-	defer c.Close()
-	r := requestOver(t, c, wsraw.UpgradeRequest(g.Addr, "/mcp"))
-	if r.resp.StatusCode != 503 || r.resp.Header.Get("Retry-After") != "1" {
-		t.Fatalf("over max_connections: %s %v", r.resp.Status, r.resp.Header)
-	}
-}
