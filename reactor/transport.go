@@ -115,7 +115,8 @@ func (c *conn) queue(b []byte) {
 //     sending), shuts down the write side: FIN after the last byte; else it
 //     closes now (FIN too, and no reset: nothing is unread);
 //  3. discards what still arrives and closes when the client does, or after
-//     lingerTime.
+//     lingerTime once the kernel has delivered everything (flushGrace at
+//     most).
 //
 // After a 431 nothing more is read (SPEC 4.1), so step 3 is done without
 // the loop: a duplicate of the descriptor keeps the half-closed socket for
@@ -153,10 +154,10 @@ func (c *conn) shut() gnet.Action {
 // sets (onDeadline).
 func (c *conn) linger(now int64) gnet.Action {
 	if c.lingerUntil != 0 {
-		if now >= c.lingerUntil {
+		if now >= c.lingerUntil && (now >= c.flushUntil || c.kernelSent()) {
 			return gnet.Close
 		}
-		c.sess.Deadline.Store(c.lingerUntil)
+		c.sess.Deadline.Store(max(c.lingerUntil, now+int64(sweepEvery)))
 		return gnet.None
 	}
 	if c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
@@ -193,6 +194,14 @@ func (c *conn) clientSending(now int64) bool {
 	}
 	n, err := unix.IoctlGetInt(c.gc.Fd(), unix.SIOCINQ)
 	return err != nil || n > 0
+}
+
+// kernelSent reports that the kernel has no bytes of ours left to deliver:
+// a close over unread input would reset away any it still held (a slow
+// reader's backlog behind its close frame).
+func (c *conn) kernelSent() bool {
+	n, err := unix.IoctlGetInt(c.gc.Fd(), unix.SIOCOUTQ)
+	return err != nil || n == 0
 }
 
 // lingerStep is linger outside OnTraffic (sweeper, queued task).
