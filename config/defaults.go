@@ -13,7 +13,14 @@ const (
 	// ReservedFDs are the file descriptors EffectiveMaxConnections keeps back
 	// for listeners, upstream children and sockets, log files and Redis.
 	ReservedFDs = 64
+	// PreAuthFrames is how many frames a connection may send before it is
+	// authenticated (SPEC 10); one more: close 1008 "Rate limit exceeded".
+	PreAuthFrames = 32
 )
+
+// DefaultEnvPassthrough names the variables a stdio child inherits from the
+// gateway when upstreams[].env_passthrough is not set.
+var DefaultEnvPassthrough = []string{"PATH", "HOME", "LANG"}
 
 // Default returns the embedded default configuration. It is the single source
 // of defaults: Load decodes a file over it, `gateway serve` without -c runs it
@@ -49,11 +56,14 @@ func Default() *Config {
 			IdleTimeout:         Duration(120 * time.Second),
 			PingInterval:        Duration(30 * time.Second),
 			WriteBufferBytes:    4 << 20,
+			MaxBufferedBytes:    256 << 20,
+			MessageTimeout:      Duration(30 * time.Second),
 		},
 		RateLimit: RateLimit{
-			PerConnection:   Window{Messages: 100, Window: Duration(10 * time.Second)},
-			PerSubject:      Window{Messages: 1000, Window: Duration(10 * time.Second)},
-			HandshakesPerIP: CountWindow{Count: 30, Window: Duration(10 * time.Second)},
+			PerConnection:       Window{Messages: 100, Window: Duration(10 * time.Second)},
+			PerSubject:          Window{Messages: 1000, Window: Duration(10 * time.Second)},
+			HandshakesPerIP:     CountWindow{Count: 30, Window: Duration(10 * time.Second)},
+			FramesPerConnection: CountWindow{Count: 1000, Window: Duration(10 * time.Second)},
 		},
 		Redis:        Redis{URL: "", OnFailure: "local"},
 		Upstreams:    []Upstream{defaultUpstream(Upstream{Name: "demo", Type: "builtin"})},
@@ -73,6 +83,12 @@ func defaultUpstream(u Upstream) Upstream {
 	}
 	if u.Type == "builtin" && u.QueueDepth == 0 {
 		u.QueueDepth = DefaultQueueDepth
+	}
+	if u.Type == "stdio" && u.MaxPerSubject == 0 {
+		u.MaxPerSubject = max(1, u.Max/4)
+	}
+	if u.Type == "stdio" && u.EnvPassthrough == nil {
+		u.EnvPassthrough = append([]string(nil), DefaultEnvPassthrough...)
 	}
 	if u.RequestTimeout == 0 {
 		u.RequestTimeout = Duration(DefaultRequestTimeout)

@@ -158,6 +158,10 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case yaml.ScalarNode:
 		return
 	case yaml.MappingNode:
+		if t != nil && t.Kind() == reflect.Map {
+			w.walkMap(n, t, path)
+			return
+		}
 		if t == nil || t.Kind() != reflect.Struct {
 			// Every mapping the strict decoder will see is a struct's, with
 			// known, unique keys: yaml.v3 checks keys pairwise (quadratic).
@@ -224,6 +228,37 @@ func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, path string) {
 		seen[k.Value] = k.Line
 		w.lines[v.Line] = append(w.lines[v.Line], lineEntry{p, v.Value})
 		w.walk(v, f.Type, p)
+	}
+}
+
+// maxMapEntries bounds a map setting (upstreams[].env): yaml.v3 checks the
+// keys of a mapping pairwise, so an unbounded one is quadratic to decode.
+const maxMapEntries = 256
+
+// walkMap checks a map of strings (upstreams[].env): scalar keys and values,
+// each key once, at most maxMapEntries of them.
+func (w *walker) walkMap(n *yaml.Node, t reflect.Type, path string) {
+	if len(n.Content)/2 > maxMapEntries {
+		w.errs = append(w.errs, &Error{Line: n.Line, Setting: path,
+			Msg: fmt.Sprintf("%d entries; at most %d", len(n.Content)/2, maxMapEntries)})
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		p := join(path, k.Value)
+		if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+			w.errs = append(w.errs, &Error{Line: k.Line, Setting: path,
+				Msg: "want a mapping of names to strings"})
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			w.errs = append(w.errs, &Error{Line: k.Line, Setting: p,
+				Msg: fmt.Sprintf("set twice (first at line %d)", first)})
+			continue
+		}
+		seen[k.Value] = k.Line
+		w.lines[v.Line] = append(w.lines[v.Line], lineEntry{p, v.Value})
 	}
 }
 

@@ -12,11 +12,22 @@ import (
 // Redacted returns the effective configuration as YAML, as `gateway check`
 // prints it: every setting with its value after defaults and overrides, the
 // password of redis.url replaced by "REDACTED" (an unparseable URL is replaced
-// whole) and Auth.ExtraTokens never printed. File paths are printed, never the
+// whole), the values of upstreams[].env (API keys for the children, often)
+// replaced by "REDACTED", and Auth.ExtraTokens never printed. File paths are printed, never the
 // files' contents.
 func (c *Config) Redacted() []byte {
 	cp := *c
 	cp.Redis.URL = RedactURL(c.Redis.URL)
+	cp.Upstreams = append([]Upstream(nil), c.Upstreams...)
+	for i := range cp.Upstreams {
+		if env := cp.Upstreams[i].Env; env != nil {
+			red := make(map[string]string, len(env))
+			for k := range env {
+				red[k] = "REDACTED"
+			}
+			cp.Upstreams[i].Env = red
+		}
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

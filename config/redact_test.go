@@ -46,10 +46,12 @@ func TestRedactedHidesSecrets(t *testing.T) {
 func TestRedactedRoundTrip(t *testing.T) {
 	c := withToken()
 	c.Upstreams = append(c.Upstreams,
-		Upstream{Name: "s", Type: "stdio", Command: []string{"npx", "-y", "x y"}, MinIdle: 2, Max: 9},
+		Upstream{Name: "s", Type: "stdio", Command: []string{"npx", "-y", "x y"}, MinIdle: 2, Max: 9,
+			EnvPassthrough: []string{}},
 		Upstream{Name: "h", Type: "http", URLs: []string{"http://127.0.0.1:3001/mcp"}})
 	c.Routes = append(c.Routes, Route{Path: "/s", Upstream: "s"})
 	c.Limits.MaxMessageBytes = 1536
+	c.RateLimit.FramesPerConnection.Count = 77
 	back, err := Parse(c.Redacted(), "redacted.yaml")
 	if err != nil {
 		t.Fatalf("the printed config does not parse: %v\n%s", err, c.Redacted())
@@ -73,6 +75,22 @@ func normalize(c *Config) *Config {
 		if len(c.Upstreams[i].URLs) == 0 {
 			c.Upstreams[i].URLs = nil
 		}
+		if c.Upstreams[i].Type != "stdio" && len(c.Upstreams[i].EnvPassthrough) == 0 {
+			c.Upstreams[i].EnvPassthrough = nil
+		}
 	}
 	return c
+}
+
+func TestRedactedHidesWorkerEnv(t *testing.T) {
+	c := withToken()
+	c.Upstreams = append(c.Upstreams, Upstream{Name: "s", Type: "stdio", Command: []string{"x"}, Max: 2,
+		Env: map[string]string{"API_KEY": "sk-live-secret"}})
+	out := string(c.Redacted())
+	if strings.Contains(out, "sk-live-secret") || !strings.Contains(out, "API_KEY: REDACTED") {
+		t.Fatalf("env values must be redacted:\n%s", out)
+	}
+	if c.Upstreams[1].Env["API_KEY"] != "sk-live-secret" {
+		t.Fatal("Redacted changed the config it printed")
+	}
 }

@@ -91,6 +91,12 @@ type Limits struct {
 	IdleTimeout         Duration `yaml:"idle_timeout"`
 	PingInterval        Duration `yaml:"ping_interval"`
 	WriteBufferBytes    Size     `yaml:"write_buffer_bytes"`
+	// MaxBufferedBytes bounds the bytes of partially received messages held
+	// for all connections together (SPEC 10); past it: close 1013.
+	MaxBufferedBytes Size `yaml:"max_buffered_bytes"`
+	// MessageTimeout is how long a message may take from its first frame to
+	// its last; trickled bytes do not extend it (close 1008 "Message timeout").
+	MessageTimeout Duration `yaml:"message_timeout"`
 }
 
 // Window is "at most Messages in any Window".
@@ -110,6 +116,9 @@ type RateLimit struct {
 	PerConnection   Window      `yaml:"per_connection"`
 	PerSubject      Window      `yaml:"per_subject"`
 	HandshakesPerIP CountWindow `yaml:"handshakes_per_ip"`
+	// FramesPerConnection counts every frame, control frames and empty
+	// fragments included (before authentication at most PreAuthFrames).
+	FramesPerConnection CountWindow `yaml:"frames_per_connection"`
 }
 
 // Redis enables distributed mode (shared limits, tickets, revocation).
@@ -142,6 +151,14 @@ type Upstream struct {
 	QueueDepth int `yaml:"queue_depth"`
 	// RequestTimeout bounds one request to the upstream (0 = 60s).
 	RequestTimeout Duration `yaml:"request_timeout"`
+	// MaxPerSubject is the number of session-mode stdio children one subject
+	// may hold (stdio only; 0 = max/4, at least 1).
+	MaxPerSubject int `yaml:"max_per_subject"`
+	// Env is the environment of a stdio child, besides EnvPassthrough.
+	Env map[string]string `yaml:"env,omitempty"`
+	// EnvPassthrough names the gateway's variables a stdio child inherits
+	// (nil = DefaultEnvPassthrough; an empty list passes none).
+	EnvPassthrough []string `yaml:"env_passthrough"`
 }
 
 // Route sends WebSocket upgrades on Path to the upstream named Upstream.

@@ -288,6 +288,8 @@ func (c *Config) validateLimits(v *validator) {
 			l.PingInterval, l.IdleTimeout)
 	}
 	positive(v, "limits.write_buffer_bytes", int64(l.WriteBufferBytes))
+	positive(v, "limits.max_buffered_bytes", int64(l.MaxBufferedBytes))
+	positive(v, "limits.message_timeout", int64(l.MessageTimeout))
 
 	r := &c.RateLimit
 	positive(v, "ratelimit.per_connection.messages", int64(r.PerConnection.Messages))
@@ -296,6 +298,11 @@ func (c *Config) validateLimits(v *validator) {
 	positive(v, "ratelimit.per_subject.window", int64(r.PerSubject.Window))
 	positive(v, "ratelimit.handshakes_per_ip.count", int64(r.HandshakesPerIP.Count))
 	positive(v, "ratelimit.handshakes_per_ip.window", int64(r.HandshakesPerIP.Window))
+	if r.FramesPerConnection.Count < PreAuthFrames {
+		v.add("ratelimit.frames_per_connection.count", "%d is below %d, the frames allowed before authentication",
+			r.FramesPerConnection.Count, PreAuthFrames)
+	}
+	positive(v, "ratelimit.frames_per_connection.window", int64(r.FramesPerConnection.Window))
 }
 
 func (c *Config) validateUpstreams(v *validator) {
@@ -322,6 +329,19 @@ func (c *Config) validateUpstreams(v *validator) {
 			}
 			if u.MinIdle < 0 || u.MinIdle > u.Max {
 				v.add(s+".min_idle", "%d must be between 0 and max (%d)", u.MinIdle, u.Max)
+			}
+			if u.MaxPerSubject < 1 || u.MaxPerSubject > u.Max {
+				v.add(s+".max_per_subject", "%d must be between 1 and max (%d)", u.MaxPerSubject, u.Max)
+			}
+			for k := range u.Env {
+				if k == "" || strings.ContainsAny(k, "=\x00") {
+					v.add(s+".env", "invalid variable name %q", k)
+				}
+			}
+			for _, k := range u.EnvPassthrough {
+				if k == "" || strings.ContainsAny(k, "=\x00") {
+					v.add(s+".env_passthrough", "invalid variable name %q", k)
+				}
 			}
 		case "http":
 			if len(u.URLs) == 0 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +256,36 @@ func TestErrorFormat(t *testing.T) {
 	e = &Error{Setting: "auth.timeout", Msg: "must be positive"}
 	if !strings.HasPrefix(e.Error(), "auth.timeout: ") {
 		t.Error(e.Error())
+	}
+}
+
+func TestValidateBudgets(t *testing.T) {
+	c := Default()
+	c.Auth.ExtraTokens = []StaticToken{{SHA256Hex: strings.Repeat("a", 64), Subject: "s"}}
+	c.Limits.MaxBufferedBytes = 0
+	c.Limits.MessageTimeout = 0
+	c.RateLimit.FramesPerConnection.Count = 31
+	c.Upstreams = append(c.Upstreams, Upstream{Name: "s", Type: "stdio", Command: []string{"x"}, Max: 4,
+		MaxPerSubject: 5, Env: map[string]string{"A=B": "x"}, EnvPassthrough: []string{""}})
+	err := c.Validate()
+	for _, want := range []string{"limits.max_buffered_bytes", "limits.message_timeout",
+		"ratelimit.frames_per_connection.count", "upstreams[1].max_per_subject", "upstreams[1].env", "upstreams[1].env_passthrough"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want a complaint about %s", err, want)
+		}
+	}
+}
+
+func TestStdioDefaults(t *testing.T) {
+	c, err := Parse([]byte("upstreams:\n  - {name: a, type: stdio, command: [x], max: 10}\n  - {name: b, type: stdio, command: [x], max: 2, env_passthrough: [], env: {K: v}}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Upstreams[0], c.Upstreams[1]
+	if a.MaxPerSubject != 2 || !reflect.DeepEqual(a.EnvPassthrough, DefaultEnvPassthrough) {
+		t.Errorf("a: max_per_subject %d, env_passthrough %v", a.MaxPerSubject, a.EnvPassthrough)
+	}
+	if b.MaxPerSubject != 1 || len(b.EnvPassthrough) != 0 || b.EnvPassthrough == nil || b.Env["K"] != "v" {
+		t.Errorf("b: max_per_subject %d, env_passthrough %#v, env %v", b.MaxPerSubject, b.EnvPassthrough, b.Env)
 	}
 }
