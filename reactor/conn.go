@@ -277,6 +277,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 // authenticated moves the connection to Open and gives it its upstream session.
 func (c *conn) authenticated(now int64, subject string) bool {
 	s := c.srv
+	s.table.SetSubject(&c.sess, subject) // before Open: pools share by subject
 	up, err := s.opt.Routes[c.sess.RouteIdx].Upstream.Open(c)
 	if err != nil {
 		c.srv.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "open").Inc()
@@ -285,7 +286,6 @@ func (c *conn) authenticated(now int64, subject string) bool {
 	}
 	c.up = up
 	c.inline, _ = up.(upstream.Inline)
-	s.table.SetSubject(&c.sess, subject)
 	c.sess.State = session.Open
 	if c.pending {
 		c.pending = false
@@ -534,6 +534,10 @@ func countKind(env *mcp.Envelope, msg []byte, kind mcp.Kind) int32 {
 	}
 	return 0
 }
+
+// Subject is the upstream.Sink side of fair sharing: the connection's
+// authenticated principal.
+func (c *conn) Subject() string { return c.sess.Subject }
 
 // Fail is the upstream.Sink side of closing: the loop runs it after the
 // AsyncWrites already queued (they have the higher priority), so replies

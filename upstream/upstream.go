@@ -33,6 +33,9 @@ type Sink interface {
 	// reason, after the messages already delivered: 1011 when the session's
 	// worker died, 1013 when no worker is available (pool at max).
 	Fail(code uint16, reason string)
+	// Subject is the authenticated principal of the connection (set before
+	// Open), by which a pool shares its workers fairly (max_per_subject).
+	Subject() string
 }
 
 // Upstream is one configured upstream (a route target).

@@ -20,6 +20,7 @@ type fakeSink struct {
 }
 
 func (f *fakeSink) Fail(uint16, string) {}
+func (f *fakeSink) Subject() string     { return "" }
 
 func (f *fakeSink) Deliver(msg []byte) {
 	if f.gate != nil {

@@ -29,6 +29,8 @@ type Sink struct {
 	reason string
 	// AfterFail counts messages delivered after Fail (must stay 0).
 	AfterFail int
+	// Principal is what Subject returns ("" by default); set it before Open.
+	Principal string
 	wake      chan struct{}
 }
 
@@ -45,6 +47,9 @@ func (s *Sink) Deliver(msg []byte) {
 	s.mu.Unlock()
 	s.poke()
 }
+
+// Subject returns Principal.
+func (s *Sink) Subject() string { return s.Principal }
 
 // Fail records the close code and reason.
 func (s *Sink) Fail(code uint16, reason string) {
