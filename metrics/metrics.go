@@ -35,7 +35,18 @@ type Metrics struct {
 	WorkerPoolSize   *prometheus.GaugeVec // upstream
 	WorkerPoolBusy   *prometheus.GaugeVec // upstream
 	RedisErrors      prometheus.Counter
-	closeByCode      [1100]atomic.Pointer[counterBox]
+	// Panics counts recovered panics by where they happened: "loop" (a
+	// connection's event-loop callback), "upstream" (a worker's reader or
+	// an upstream message), "builtin" (the builtin server).
+	Panics *prometheus.CounterVec
+	// DescriptorsOpen and DescriptorsLimit are the descriptor budget
+	// (SPEC 10): every descriptor the process holds, and the open-file limit.
+	DescriptorsOpen  prometheus.Gauge
+	DescriptorsLimit prometheus.Gauge
+	// BufferedBytes is the memory reserved for partially received messages
+	// (limits.max_buffered_bytes).
+	BufferedBytes prometheus.Gauge
+	closeByCode   [1100]atomic.Pointer[counterBox]
 }
 
 // New registers every collector on a fresh registry, with the Go runtime and
@@ -75,34 +86,55 @@ func New() *Metrics {
 			Name: "gateway_worker_pool_busy", Help: "Workers busy in each upstream pool."}, []string{"upstream"}),
 		RedisErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_redis_errors_total", Help: "Failed Redis calls."}),
+		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_panics_total", Help: "Panics recovered; each closed one connection (1011) or dropped one upstream message."}, []string{"site"}),
+		DescriptorsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_descriptors_open", Help: "File descriptors the process holds (all kinds)."}),
+		DescriptorsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_descriptors_limit", Help: "The process's open-file limit (soft RLIMIT_NOFILE)."}),
+		BufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_buffered_bytes", Help: "Bytes reserved for partially received messages (limits.max_buffered_bytes)."}),
 	}
 	r.MustRegister(m.ConnectionsOpen, m.PendingAuth, m.Handshakes, m.Closes, m.AuthFailures,
 		m.Rejected, m.RateLimit, m.MessagesIn, m.MessagesOut, m.UpstreamRequests, m.UpstreamErrors,
 		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors,
+		m.Panics, m.DescriptorsOpen, m.DescriptorsLimit, m.BufferedBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"ok", "400", "401", "403", "404", "429", "431", "503", "timeout"} {
 		m.Handshakes.WithLabelValues(r)
 	}
+	for _, s := range PanicSites {
+		m.Panics.WithLabelValues(s)
+	}
 	return m
 }
 
+// PanicSites are the values of gateway_panics_total's site label.
+var PanicSites = []string{"loop", "upstream", "builtin"}
+
 type counterBox struct{ c prometheus.Counter }
 
-// Close counts one closed connection. Counters for the codes the gateway
-// itself sends are cached so the close path does no label hashing; rarer
-// codes (4000-4999 from clients) take the vector's lookup.
+// Close counts one closed connection. The close-code label comes from a
+// fixed set (SPEC 10): 0 (no close frame), the IANA-registered codes
+// 1000-1015, and "other" for anything a client may choose (3000-4999), so a
+// hostile client cannot mint label values. Counters are cached so the close
+// path does no label hashing.
 func (m *Metrics) Close(code int) {
-	if code < 0 || code > 4999 {
-		code = 0
-	}
-	if code >= len(m.closeByCode) {
-		m.Closes.WithLabelValues(strconv.Itoa(code)).Inc()
-		return
+	if code < 0 || code >= len(m.closeByCode) {
+		code = len(m.closeByCode) - 1
 	}
 	b := m.closeByCode[code].Load()
 	if b == nil {
-		b = &counterBox{m.Closes.WithLabelValues(strconv.Itoa(code))}
+		b = &counterBox{m.Closes.WithLabelValues(CloseLabel(code))}
 		m.closeByCode[code].Store(b) // any goroutine stores the same child
 	}
 	b.c.Inc()
+}
+
+// CloseLabel is the gateway_closes_total label of a close code.
+func CloseLabel(code int) string {
+	if code == 0 || code >= 1000 && code <= 1015 {
+		return strconv.Itoa(code)
+	}
+	return "other"
 }
