@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
@@ -66,6 +67,7 @@ type child struct {
 	pid      atomic.Int64
 	started  time.Time
 	startErr error
+	fds      atomic.Int64 // descriptors held in u.fds (spawnFDs, then childFDs)
 }
 
 func newChild(u *Upstream, r role, after <-chan struct{}) *child {
@@ -107,6 +109,9 @@ func (c *child) run() {
 	default:
 	}
 	stdin, stdout, stderr, err := c.start()
+	if err == nil {
+		c.releaseFDs(spawnFDs - childFDs) // the child's ends and exec's pipe are closed
+	}
 	if err != nil {
 		c.startErr = err
 		close(c.exited)
@@ -187,6 +192,20 @@ func (c *child) start() (stdin, stdout, stderr *os.File, err error) {
 		})
 	}()
 	return stdin, stdout, stderr, nil
+}
+
+// releaseFDs gives n of the child's descriptors back to the budget (all
+// it holds when n < 0).
+func (c *child) releaseFDs(n int64) {
+	if c.u.fds == nil {
+		return
+	}
+	if n < 0 {
+		n = c.fds.Swap(0)
+	} else {
+		c.fds.Add(-n)
+	}
+	c.u.fds.Release(fdbudget.Stdio, int(n))
 }
 
 func killGroup(pid int, sig syscall.Signal) {
@@ -275,6 +294,9 @@ func (c *child) die() {
 	c.dead = true
 	c.mu.Unlock()
 	c.endOnce()
+	// The process is reaped (its pidfd closed) and stdout closed; stdin
+	// and stderr close as their loops see the end.
+	c.releaseFDs(-1)
 	failed := !c.ending.Load()
 	c.u.release(c, failed && (c.startErr != nil || (!c.spoke.Load() && time.Since(c.started) < healthyAfter)))
 	calls := c.table.TakeAll()

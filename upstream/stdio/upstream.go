@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/upstream"
@@ -42,6 +43,21 @@ const (
 
 var errNoWorker = errors.New("stdio: no worker available")
 
+// A child's descriptors in the gateway, measured (TestChildDescriptors):
+// while it starts, its three pipes (six ends), exec's status pipe (two)
+// and its pidfd; once it runs, our ends of the pipes and the pidfd.
+const (
+	spawnFDs = 9
+	childFDs = 4
+)
+
+// Option configures an Upstream beyond its config.
+type Option func(*Upstream)
+
+// WithDescriptors counts each child's descriptors against b: a child that
+// does not fit is not started (a session then gets "no worker", 1013).
+func WithDescriptors(b *fdbudget.Budget) Option { return func(u *Upstream) { u.fds = b } }
+
 // Upstream is a pool of child processes. It implements upstream.Upstream.
 type Upstream struct {
 	name    string
@@ -55,6 +71,7 @@ type Upstream struct {
 	st      *pool.Stats
 	gate    pool.Gate
 	wg      sync.WaitGroup
+	fds     *fdbudget.Budget // nil: not counted
 
 	mu        sync.Mutex
 	closed    bool
@@ -69,7 +86,7 @@ type Upstream struct {
 
 // New starts the pool of cfg (type stdio): min_idle children are started
 // at once. m and log may be nil.
-func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger) (*Upstream, error) {
+func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Option) (*Upstream, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, fmt.Errorf("stdio upstream %q: no command", cfg.Name)
 	}
@@ -90,6 +107,9 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger) (*Upstream, 
 		log:     log,
 		st:      pool.NewStats(m, cfg.Name),
 		all:     make(map[*child]struct{}),
+	}
+	for _, o := range opts {
+		o(u)
 	}
 	if u.max <= 0 {
 		u.max = DefaultMax
@@ -159,9 +179,17 @@ func (u *Upstream) Close() error {
 	return nil
 }
 
-// spawnLocked starts a child that takes a free slot (u.mu held).
+// spawnLocked starts a child that takes a free slot (u.mu held), or
+// returns nil when its descriptors do not fit in the budget.
 func (u *Upstream) spawnLocked(r role, after <-chan struct{}) *child {
+	if u.fds != nil && !u.fds.TryAcquire(fdbudget.Stdio, spawnFDs) {
+		u.st.Error("descriptors")
+		return nil
+	}
 	c := newChild(u, r, after)
+	if u.fds != nil {
+		c.fds.Store(spawnFDs)
+	}
 	c.slot = true
 	u.total++
 	u.all[c] = struct{}{}
@@ -187,7 +215,20 @@ func (u *Upstream) refillLocked() {
 			}
 			return
 		}
-		u.idle = append(u.idle, u.spawnLocked(roleIdle, nil))
+		c := u.spawnLocked(roleIdle, nil)
+		if c == nil {
+			// No descriptors to spare: try again in a second.
+			if u.refillT == nil {
+				u.refillT = time.AfterFunc(time.Second, func() {
+					u.mu.Lock()
+					u.refillT = nil
+					u.refillLocked()
+					u.mu.Unlock()
+				})
+			}
+			return
+		}
+		u.idle = append(u.idle, c)
 	}
 }
 
@@ -219,10 +260,14 @@ func (u *Upstream) acquireSession(route *pool.Route) (*child, error) {
 	if c == nil {
 		for i, w := range u.shared {
 			if w.table.Len() == 0 {
+				// The new child first (it may not fit in the descriptor
+				// budget); it starts once w is gone.
+				if c = u.spawnLocked(roleSession, w.exited); c == nil {
+					break
+				}
 				u.shared = append(u.shared[:i], u.shared[i+1:]...)
 				u.releaseSlotLocked(w)
 				go w.end(syscall.SIGKILL)
-				c = u.spawnLocked(roleSession, w.exited)
 				break
 			}
 		}
