@@ -20,7 +20,9 @@ func (b *Budget) Dial(k Kind, dial DialFunc) DialFunc {
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if !b.TryAcquire(k, 1) {
-			return nil, &net.OpError{Op: "dial", Net: network, Err: ErrNoDescriptor}
+			// Not a net.OpError: the peer did not refuse anything, and
+			// callers that mark a refusing peer down must not.
+			return nil, ErrNoDescriptor
 		}
 		c, err := dial(ctx, network, addr)
 		if err != nil {

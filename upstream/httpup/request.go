@@ -52,7 +52,7 @@ func (u *Upstream) dispatch(s *session, e *exch) {
 					tried |= u.index(t)
 					continue
 				}
-				u.st.Error("http")
+				u.st.Error(errKind(err))
 				u.fail(call, pool.MsgUnavailable)
 				return
 			}
@@ -69,7 +69,7 @@ func (u *Upstream) dispatch(s *session, e *exch) {
 			tried |= u.index(t)
 			continue
 		case a.err != nil:
-			u.st.Error("http")
+			u.st.Error(errKind(a.err))
 			u.fail(call, "Upstream request failed")
 			return
 		}

@@ -173,7 +173,7 @@ func (s *session) settle(e *exch, a answer) {
 		s.u.markDown(s.tgt, a.err)
 		s.die("session_lost", 1011, pool.MsgWorkerDied)
 	case a.err != nil:
-		s.u.st.Error("http")
+		s.u.st.Error(errKind(a.err))
 		s.fail(call, "Upstream request failed")
 	case a.status == http.StatusNotFound && s.sid != "":
 		s.die("session_lost", 1011, pool.MsgWorkerDied) // the upstream no longer knows the session

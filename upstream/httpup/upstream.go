@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
@@ -74,9 +75,25 @@ type Upstream struct {
 	sessions map[*session]struct{}
 }
 
+// Option configures an Upstream beyond its config.
+type Option func(*options)
+
+type options struct{ fds *fdbudget.Budget }
+
+// WithDescriptors counts each connection to the upstream against b (one
+// descriptor, idle in the pool included; given back when it closes): a
+// dial that does not fit fails at once, its request is answered -32603
+// "Upstream request failed" (error kind "descriptors"), and the URL is not
+// marked down, since it refused nothing.
+func WithDescriptors(b *fdbudget.Budget) Option { return func(o *options) { o.fds = b } }
+
 // New returns the upstream of cfg (type http). It connects lazily. m and
 // log may be nil.
-func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger) (*Upstream, error) {
+func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Option) (*Upstream, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	if len(cfg.URLs) == 0 {
 		return nil, fmt.Errorf("http upstream %q: no urls", cfg.Name)
 	}
@@ -108,10 +125,10 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger) (*Upstream, 
 	tr := &http.Transport{
 		// Upstreams are internal services: no proxy from the environment.
 		Proxy: nil,
-		DialContext: (&net.Dialer{
+		DialContext: o.fds.Dial(fdbudget.HTTP, (&net.Dialer{
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		}).DialContext),
 		ForceAttemptHTTP2:   true,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256, // the default 2 would reconnect under load
@@ -309,6 +326,15 @@ func isDial(err error) bool {
 	}
 	var dns *net.DNSError
 	return errors.As(err, &dns)
+}
+
+// errKind is the error metric's kind for a failed exchange: "descriptors"
+// when the descriptor budget refused the connection, else "http".
+func errKind(err error) string {
+	if errors.Is(err, fdbudget.ErrNoDescriptor) {
+		return "descriptors"
+	}
+	return "http"
 }
 
 // redact keeps credentials a URL may hold out of the log.
