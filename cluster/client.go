@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/mcpgate/gateway/fdbudget"
 )
 
 // Client settings. Each is set explicitly rather than left to go-redis
@@ -110,4 +112,29 @@ func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 	}
+}
+
+// CountDescriptors counts every connection rdb opens (its command pool and
+// its pub/sub connections alike) as one descriptor of the budget b: a dial
+// that does not fit fails at once with fdbudget.ErrNoDescriptor (a Redis
+// error like any other: redis.on_failure decides), and the descriptor is
+// given back when go-redis closes the connection. A dial hook rather than
+// Options.Dialer keeps go-redis's own dialer (TLS for rediss://, its
+// timeouts) underneath.
+func CountDescriptors(rdb *redis.Client, b *fdbudget.Budget) {
+	if b != nil {
+		rdb.AddHook(budgetHook{b})
+	}
+}
+
+type budgetHook struct{ b *fdbudget.Budget }
+
+func (h budgetHook) DialHook(next redis.DialHook) redis.DialHook {
+	return redis.DialHook(h.b.Dial(fdbudget.Redis, fdbudget.DialFunc(next)))
+}
+
+func (budgetHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (budgetHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
