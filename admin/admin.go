@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
 )
 
@@ -42,6 +43,9 @@ type Options struct {
 	Log    *slog.Logger
 	// Pprof mounts net/http/pprof under /debug/pprof/.
 	Pprof bool
+	// Descriptors counts each admin connection against the descriptor
+	// budget; one that does not fit is closed at once. nil: not counted.
+	Descriptors *fdbudget.Budget
 }
 
 // New binds addr.
@@ -50,6 +54,7 @@ func New(addr string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ln = o.Descriptors.Listener(fdbudget.Admin, ln)
 	m, ready := o.Metrics, o.Ready
 	mux := http.NewServeMux()
 	if o.Token != "" && o.Revoke != nil {
