@@ -10,9 +10,6 @@ const (
 	DefaultQueueDepth = 4096
 	// DefaultRequestTimeout is an upstream's request_timeout when left at 0.
 	DefaultRequestTimeout = 60 * time.Second
-	// ReservedFDs are the file descriptors EffectiveMaxConnections keeps back
-	// for listeners, upstream children and sockets, log files and Redis.
-	ReservedFDs = 64
 	// PreAuthFrames is how many frames a connection may send before it is
 	// authenticated (SPEC 10); one more: close 1008 "Rate limit exceeded".
 	PreAuthFrames = 32

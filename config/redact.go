@@ -71,10 +71,13 @@ func (c *Config) UpstreamByName(name string) *Upstream {
 	return nil
 }
 
-// EffectiveMaxConnections returns limits.max_connections, or when it is 0,
-// 90 % of the process's soft RLIMIT_NOFILE minus ReservedFDs, at least 1.
-// (Go raises the soft limit to the hard limit at start on Linux, so this is
-// normally 90 % of the hard limit.)
+// EffectiveMaxConnections returns limits.max_connections, the operator's
+// cap, or when it is 0, the process's soft RLIMIT_NOFILE (Go raises it to
+// the hard limit at start on Linux), at least 1: no more connections than
+// descriptors. Descriptors themselves are the descriptor budget's
+// (package fdbudget): it counts every descriptor the process holds and
+// refuses clients with 503 before the limit, so no static reserve is kept
+// here.
 func (c *Config) EffectiveMaxConnections() int {
 	if c.Limits.MaxConnections > 0 {
 		return c.Limits.MaxConnections
@@ -87,12 +90,5 @@ func (c *Config) EffectiveMaxConnections() int {
 }
 
 func maxConnsFromLimit(soft uint64) int {
-	if soft > math.MaxInt32 {
-		soft = math.MaxInt32
-	}
-	n := int64(soft)*9/10 - ReservedFDs
-	if n < 1 {
-		return 1
-	}
-	return int(n)
+	return int(max(1, min(soft, math.MaxInt32)))
 }

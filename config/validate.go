@@ -277,7 +277,7 @@ func (c *Config) validateLimits(v *validator) {
 	}
 	positive(v, "limits.handshake_timeout", int64(l.HandshakeTimeout))
 	if l.MaxConnections < 0 {
-		v.add("limits.max_connections", "must be 0 (90%% of the open-file limit) or positive")
+		v.add("limits.max_connections", "must be 0 (no cap but the descriptor budget) or positive")
 	}
 	positive(v, "limits.max_connections_per_ip", int64(l.MaxConnectionsPerIP))
 	positive(v, "limits.max_pending_auth", int64(l.MaxPendingAuth))

@@ -34,6 +34,7 @@ import (
 
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/mcpgate/gateway/session"
@@ -78,6 +79,10 @@ type Options struct {
 	ProxyProtocol bool
 	// Multicore runs one event loop per core (default true through New's caller).
 	Loops int
+	// Descriptors is the process's descriptor budget (SPEC 10): client
+	// sockets count against it and are refused with 503 before the
+	// open-file limit (see OnOpen). nil: only max_connections caps them.
+	Descriptors *fdbudget.Budget
 }
 
 // limits are the config values the hot path reads, in ready-to-use units.
@@ -231,6 +236,7 @@ func (s *Server) Ready() <-chan struct{} { return s.engReady }
 // OnBoot keeps the engine handle for Stop.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
+	s.bootDescriptors(eng)
 	close(s.engReady)
 	s.log.Info("listening", "addrs", strings.Join(s.opt.Config.Listen, ","), "path_routes", len(s.opt.Routes))
 	return gnet.None
@@ -299,9 +305,12 @@ func (s *Server) Stats() Stats {
 	return Stats{Open: s.open.Load(), PendingAuth: s.pending.Load()}
 }
 
-// OnOpen admits or refuses a TCP connection. The global cap is enforced here,
-// at once, because every accepted connection holds a file descriptor and gnet
-// stops its whole engine if accept() ever fails with EMFILE.
+// OnOpen admits or refuses a TCP connection. The global caps are enforced
+// here, at once, because every accepted connection holds a file descriptor
+// and gnet stops its whole engine if accept() ever fails with EMFILE: the
+// operator's max_connections, and the descriptor budget, which counts this
+// socket with every other descriptor of the process and refuses clients a
+// margin before the headroom accept() needs (fdbudget.ClientVerdict).
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	now := time.Now().UnixNano()
 	n := s.open.Add(1) + s.heldFDs.Load()
@@ -322,12 +331,21 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		c.tc = s.opt.TLS.NewConn(c.tlsOut, c.onTLSHandshake)
 	}
 	overCap := n > s.lim.maxConns
+	pastMargin := n > s.lim.maxConns+tlsRefusalMargin(s.lim.maxConns)
+	if b := s.opt.Descriptors; b != nil {
+		switch b.ClientVerdict() {
+		case fdbudget.Refuse:
+			overCap = true
+		case fdbudget.Close:
+			overCap, pastMargin = true, true
+		}
+	}
 	if c.tc == nil && (overCap || s.draining.Load()) {
 		c.status = 503
 		s.m.Handshakes.WithLabelValues("503").Inc()
 		return httpStatus(503, 1), gnet.Close
 	}
-	if overCap && n > s.lim.maxConns+tlsRefusalMargin(s.lim.maxConns) {
+	if overCap && pastMargin {
 		// A TLS client's 503 costs a handshake and holds the descriptor
 		// for it: past the margin, a flood gets the TCP close.
 		c.status = 503
@@ -365,8 +383,9 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 
 // tlsRefusalMargin is how many TLS connections past max_connections are
 // still taken through the handshake to be answered 503: 1/16 of the cap, at
-// least 16. The open-file cap leaves 10 % of the limit plus ReservedFDs free
-// (config.EffectiveMaxConnections), so the margin never reaches EMFILE.
+// least 16. Descriptors are the budget's business: past its client margin
+// (fdbudget.Budget.Margin) a TLS client gets the TCP close, however far
+// from max_connections.
 func tlsRefusalMargin(maxConns int64) int64 { return max(16, maxConns/16) }
 
 // admit counts the connection against its client address and decides the
@@ -402,6 +421,9 @@ func (s *Server) admit(c *conn, now int64) {
 // not reset away while nothing more is read. The duplicates count against
 // max_connections (OnOpen), since they hold descriptors.
 func (s *Server) holdFD(gc gnet.Conn) {
+	if b := s.opt.Descriptors; b != nil && b.Free() < 1 {
+		return // the duplicate would eat into the accept headroom
+	}
 	fd, err := gc.Dup()
 	if err != nil {
 		return // no descriptor to spare: plain close

@@ -18,6 +18,7 @@ import (
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/cluster"
 	"github.com/mcpgate/gateway/config"
+	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/mcpgate/gateway/reactor"
@@ -83,6 +84,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return &exitError{2, err}
 	}
 	m := metrics.New()
+	// The descriptor budget (SPEC 10): every descriptor the process opens
+	// counts against the open-file limit, so that accept() never meets
+	// EMFILE (gnet would stop for good) and clients are refused with 503
+	// first. Created before anything opens descriptors.
+	fds := fdbudget.New(fdbudget.Options{Metrics: m, Log: log})
+	fdsDone := make(chan struct{})
+	defer close(fdsDone)
+	go fds.Run(fdsDone)
 	ups := map[string]upstream.Upstream{}
 	for _, u := range cfg.Upstreams {
 		switch u.Type {
@@ -91,14 +100,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			ups[u.Name] = b
 			defer b.Close()
 		case "stdio":
-			st, err := stdio.New(u, m, log)
+			st, err := stdio.New(u, m, log, stdio.WithDescriptors(fds))
 			if err != nil {
 				return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
 			}
 			ups[u.Name] = st
 			defer st.Close()
 		case "http":
-			h, err := httpup.New(u, m, log)
+			h, err := httpup.New(u, m, log, httpup.WithDescriptors(fds))
 			if err != nil {
 				return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
 			}
@@ -119,6 +128,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			return &exitError{2, fmt.Errorf("redis.url: %w", err)}
 		}
 		defer rdb.Close()
+		cluster.CountDescriptors(rdb, fds)
 		cluster.RouteRedisLogs(log) // go-redis logs every failed dial; keep that at debug
 		log.Info("distributed mode", "redis", config.RedactURL(cfg.Redis.URL), "on_failure", cfg.Redis.OnFailure)
 	}
@@ -163,7 +173,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		Config: cfg, Verifier: verifier, Routes: routes, Table: session.NewTable(),
 		Metrics: m, Log: log, SubjectLimiter: subj, Tickets: tickets, Revoked: revoker.IsRevoked,
 		TLS: tlsSrv, PlaintextOnlyTrusted: plaintextOff, Trusted: cfg.Proxy.TrustedPrefixes(),
-		ProxyProtocol: cfg.Proxy.ProxyProtocol,
+		ProxyProtocol: cfg.Proxy.ProxyProtocol, Descriptors: fds,
 	})
 	if err != nil {
 		return &exitError{2, err}
@@ -196,6 +206,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		}
 		adm, err = admin.New(cfg.Admin.Listen, admin.Options{
 			Metrics: m, Ready: func() bool { return !srv.Draining() && revocationsKnown() }, Token: token, Log: log, Pprof: cfg.Admin.Pprof,
+			Descriptors: fds,
 			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
 				until := time.Time{}
 				if ttl > 0 {
