@@ -54,6 +54,10 @@ type child struct {
 	role role
 	slot bool // holds one of the pool's max slots
 	busy bool // counted in the busy gauge as a dedicated worker
+	// counted: a dedicated child counted against subject's share (and the
+	// session cap) until its slot is released.
+	counted bool
+	subject string
 
 	mu   sync.Mutex // orders submit against death
 	dead bool

@@ -22,7 +22,7 @@ func newEverything(t *testing.T, minIdle, maxN int) *Upstream {
 	t.Helper()
 	peer := pooltest.Peer(t)
 	u, err := New(config.Upstream{Name: "everything", Type: "stdio",
-		Command: []string{"node", peer, "stdio"}, MinIdle: minIdle, Max: maxN}, nil, slog.New(slog.DiscardHandler))
+		Command: []string{"node", peer, "stdio"}, MinIdle: minIdle, Max: maxN, MaxPerSubject: maxN}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

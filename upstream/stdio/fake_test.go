@@ -43,8 +43,9 @@ type fakeMsg struct {
 
 // fakeWorker answers: initialize, echo {message} (with its pid), sleep {ms},
 // progress {n} (n progress notifications first), die (exits at once),
-// grandchild (starts a sleep in its group and returns its pid), ask (asks
-// the client sampling/createMessage and answers with what came back), and
+// grandchild (starts a sleep in its group and returns its pid), env (its
+// environment, as os.Environ lists it), ask (asks the client
+// sampling/createMessage and answers with what came back), and
 // silent (never answers).
 func fakeWorker() {
 	fmt.Fprintln(os.Stderr, "fake worker ready")
@@ -111,6 +112,8 @@ func fakeWorker() {
 		case "ask":
 			asked = append(asked, m.ID)
 			write(map[string]any{"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage", "params": map[string]any{}})
+		case "env":
+			result(m.ID, map[string]any{"env": os.Environ()})
 		case "silent":
 		default:
 			write(map[string]any{"jsonrpc": "2.0", "id": m.ID, "error": map[string]any{"code": -32601, "message": "Method not found"}})

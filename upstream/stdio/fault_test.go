@@ -30,7 +30,7 @@ func newFake(t *testing.T, minIdle, maxN int, timeout time.Duration, m *metrics.
 		log = slog.New(slog.DiscardHandler)
 	}
 	u, err := New(config.Upstream{Name: "fake", Type: "stdio", Command: fakeCommand(),
-		MinIdle: minIdle, Max: maxN, RequestTimeout: config.Duration(timeout)}, m, log)
+		MinIdle: minIdle, Max: maxN, MaxPerSubject: maxN, RequestTimeout: config.Duration(timeout)}, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}

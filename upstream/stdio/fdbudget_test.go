@@ -22,7 +22,8 @@ func openFDs(t *testing.T) int {
 
 func newBudgeted(t *testing.T, maxN int, b *fdbudget.Budget) *Upstream {
 	t.Helper()
-	u, err := New(config.Upstream{Name: "fake", Type: "stdio", Command: fakeCommand(), Max: maxN},
+	u, err := New(config.Upstream{Name: "fake", Type: "stdio", Command: fakeCommand(), Max: maxN,
+		MaxPerSubject: maxN}, // these sessions are all one (empty) subject's
 		nil, slog.New(slog.DiscardHandler), WithDescriptors(b))
 	if err != nil {
 		t.Fatal(err)

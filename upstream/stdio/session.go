@@ -11,8 +11,9 @@ import (
 // message: initialize takes a dedicated child for the connection's life;
 // anything else makes it a request-mode connection on the shared children.
 type session struct {
-	u     *Upstream
-	route *pool.Route
+	u       *Upstream
+	route   *pool.Route
+	subject string // the connection's principal, for its share of children
 
 	mu     sync.Mutex
 	mode   pool.Mode
@@ -33,7 +34,7 @@ func (s *session) Send(msg []byte) error {
 	}
 	mode := s.mode
 	if mode == pool.ModeSession && s.child == nil {
-		c, err := s.u.acquireSession(s.route)
+		c, err := s.u.acquireSession(s.route, s.subject)
 		if err != nil {
 			s.mu.Unlock()
 			return s.noWorker(msg, err)
@@ -97,13 +98,18 @@ func (s *session) finish(msg []byte, p *pool.Prepared) {
 	}
 }
 
-// noWorker ends the connection 1013 when the pool is at max with nothing
-// free; msg is taken (the close is the answer).
+// noWorker ends the connection 1013 "No worker available" when the pool
+// has nothing free for it (at max, at the session cap, or its subject at
+// max_per_subject); msg is taken (the close is the answer).
 func (s *session) noWorker(msg []byte, err error) error {
-	if err != errNoWorker {
+	switch err {
+	case errNoWorker:
+		s.u.st.Error("no_worker")
+	case errSubjectShare:
+		s.u.st.Error("subject_share")
+	default:
 		return err
 	}
-	s.u.st.Error("no_worker")
 	upstream.PutBuffer(msg)
 	s.mu.Lock()
 	s.closed = true

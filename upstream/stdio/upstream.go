@@ -5,13 +5,41 @@
 // Each child runs in a process group of its own, so ending it ends what it
 // started; its stderr goes to the log, one record per line; writes to its
 // stdin go through a bounded queue (full: upstream.ErrBusy). A child that
-// exits is replaced, never reused. Children inherit the gateway's
-// environment minus its GATEWAY_* settings.
+// exits is replaced, never reused.
+//
+// A child's environment is only what the operator names (SPEC 10): the
+// variables of upstreams[].env_passthrough copied from the gateway's
+// environment (default PATH, HOME, LANG; an empty list passes none), then
+// upstreams[].env, which wins over a passed-through variable of the same
+// name. Nothing else of the gateway's environment (cloud credentials, its
+// GATEWAY_* settings) reaches a worker.
 //
 // The pool holds at most max children in all: min_idle warm ones ready to
 // be given out, one dedicated child per session-mode connection (ended
 // with it), and shared children that serve every request-mode connection
 // (least-loaded first). Id rewriting and routing come from package pool.
+//
+// Session-mode children are budgeted so that no subject can take the pool
+// from the others (SPEC 10, Workers):
+//   - one subject (the connection's authenticated principal) holds at most
+//     max_per_subject dedicated children (default max/4, at least 1); its
+//     next session-mode connection is closed 1013 "No worker available".
+//     A child counts against its subject from the moment it is given out
+//     until its process has exited and its slot is back in the pool, so a
+//     subject cannot hold more processes than its share even by opening
+//     and closing connections quickly.
+//   - dedicated children of all subjects together hold at most max-1
+//     slots (when max > 1): the last slot is kept for request mode, so
+//     stateless clients are answered (by at least one shared child) however
+//     many sessions are open. A session may still take the slot of a
+//     shared child that has nothing in flight, never that last one. With
+//     max 1 there is nothing to keep: the one child goes to whoever asks
+//     first (run max >= 2 where sessions and stateless clients mix).
+//
+// With the default max_per_subject (max/4) and max >= 5, a subject at its
+// share leaves session slots to at least three other subjects; an operator
+// who raises max_per_subject towards max lets one subject take every
+// session slot (never the request-mode one).
 package stdio
 
 import (
@@ -20,7 +48,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"strings"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -41,7 +69,11 @@ const (
 	DefaultQueue = 1024
 )
 
-var errNoWorker = errors.New("stdio: no worker available")
+var (
+	errNoWorker = errors.New("stdio: no worker available")
+	// errSubjectShare: the subject holds max_per_subject dedicated children.
+	errSubjectShare = errors.New("stdio: subject holds its share of workers")
+)
 
 // A child's descriptors in the gateway, measured (TestChildDescriptors):
 // while it starts, its three pipes (six ends), exec's status pipe (two)
@@ -82,6 +114,14 @@ type Upstream struct {
 	fails     int // consecutive children that died young: spawn backoff
 	nextSpawn time.Time
 	refillT   *time.Timer
+
+	// perSubject bounds the dedicated children of one subject; sessionCap
+	// those of all subjects together (max-1: one slot is request mode's).
+	perSubject, sessionCap int
+	// Under mu: the dedicated children holding a slot, in all and per
+	// subject (no zero entries).
+	sessions  int
+	bySubject map[string]int
 }
 
 // New starts the pool of cfg (type stdio): min_idle children are started
@@ -99,7 +139,7 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 	u := &Upstream{
 		name:    cfg.Name,
 		argv:    append([]string(nil), cfg.Command...),
-		env:     childEnv(os.Environ()),
+		env:     childEnv(cfg.Env, cfg.EnvPassthrough, os.LookupEnv),
 		minIdle: cfg.MinIdle,
 		max:     cfg.Max,
 		queue:   cfg.QueueDepth,
@@ -107,6 +147,9 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 		log:     log,
 		st:      pool.NewStats(m, cfg.Name),
 		all:     make(map[*child]struct{}),
+
+		perSubject: cfg.MaxPerSubject,
+		bySubject:  make(map[string]int),
 	}
 	for _, o := range opts {
 		o(u)
@@ -114,6 +157,10 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 	if u.max <= 0 {
 		u.max = DefaultMax
 	}
+	if u.perSubject <= 0 {
+		u.perSubject = max(1, u.max/4)
+	}
+	u.sessionCap = max(1, u.max-1)
 	u.minIdle = max(0, min(u.minIdle, u.max))
 	if u.queue <= 0 {
 		u.queue = DefaultQueue
@@ -127,15 +174,28 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 	return u, nil
 }
 
-// childEnv is the gateway's environment without its own settings
-// (GATEWAY_*), which may hold secrets a worker has no business reading.
-func childEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "GATEWAY_") {
-			out = append(out, kv)
+// childEnv is a child's whole environment: the variables named in pass
+// (nil: config.DefaultEnvPassthrough) that lookup finds in the gateway's
+// environment, then set, which wins over a passed-through one. It is never
+// nil: a nil exec.Cmd.Env would hand the child the gateway's environment.
+func childEnv(set map[string]string, pass []string, lookup func(string) (string, bool)) []string {
+	if pass == nil {
+		pass = config.DefaultEnvPassthrough
+	}
+	vars := make(map[string]string, len(pass)+len(set))
+	for _, k := range pass {
+		if v, ok := lookup(k); ok {
+			vars[k] = v
 		}
 	}
+	for k, v := range set {
+		vars[k] = v
+	}
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
 	return out
 }
 
@@ -151,7 +211,7 @@ func (u *Upstream) Open(sink upstream.Sink) (upstream.Session, error) {
 	if closed {
 		return nil, upstream.ErrClosed
 	}
-	return &session{u: u, route: pool.NewRoute(&u.gate, sink)}, nil
+	return &session{u: u, route: pool.NewRoute(&u.gate, sink), subject: sink.Subject()}, nil
 }
 
 // Close ends every child and waits for them (at most the kill grace);
@@ -245,13 +305,21 @@ func (u *Upstream) takeIdleLocked() *child {
 	return nil
 }
 
-// acquireSession gives route a child of its own: a warm one, a new one, or
-// (at max) the slot of a shared child that has nothing in flight.
-func (u *Upstream) acquireSession(route *pool.Route) (*child, error) {
+// acquireSession gives route (a connection of subject) a child of its own:
+// a warm one, a new one, or (at max) the slot of a shared child that has
+// nothing in flight; none beyond the subject's share (errSubjectShare) or
+// the session cap, which keeps a slot for request mode (errNoWorker).
+func (u *Upstream) acquireSession(route *pool.Route, subject string) (*child, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed {
 		return nil, upstream.ErrClosed
+	}
+	if u.bySubject[subject] >= u.perSubject {
+		return nil, errSubjectShare
+	}
+	if u.sessions >= u.sessionCap {
+		return nil, errNoWorker
 	}
 	c := u.takeIdleLocked()
 	if c == nil && u.total < u.max {
@@ -276,6 +344,9 @@ func (u *Upstream) acquireSession(route *pool.Route) (*child, error) {
 		return nil, errNoWorker
 	}
 	c.role = roleSession
+	c.subject, c.counted = subject, true
+	u.sessions++
+	u.bySubject[subject]++
 	c.busy = true
 	u.st.AddBusy(1)
 	c.routing.Store(&pool.Routing{Table: &c.table, Session: route, Back: c.trySend, Stats: u.st})
@@ -328,6 +399,13 @@ func (u *Upstream) releaseSlotLocked(c *child) {
 		u.total--
 		u.st.AddSize(-1)
 	}
+	if c.counted { // a dedicated child is gone: its subject may have another
+		c.counted = false
+		u.sessions--
+		if u.bySubject[c.subject]--; u.bySubject[c.subject] <= 0 {
+			delete(u.bySubject, c.subject)
+		}
+	}
 }
 
 // release takes a dead child out of the pool and replaces it as needed.
@@ -375,11 +453,22 @@ func (u *Upstream) onTimeout(call *pool.Call) {
 // Stats is a snapshot of the pool, for tests and the admin API.
 type Stats struct {
 	Total, Idle, Shared int
+	// Sessions counts the dedicated children holding a slot, and
+	// Subjects how many subjects hold them.
+	Sessions, Subjects int
 }
 
 // Stats returns the pool's current shape.
 func (u *Upstream) Stats() Stats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return Stats{Total: u.total, Idle: len(u.idle), Shared: len(u.shared)}
+	return Stats{Total: u.total, Idle: len(u.idle), Shared: len(u.shared),
+		Sessions: u.sessions, Subjects: len(u.bySubject)}
+}
+
+// SubjectSessions returns the dedicated children subject holds.
+func (u *Upstream) SubjectSessions(subject string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.bySubject[subject]
 }
