@@ -196,82 +196,10 @@ func TestDescriptorBudgetEveryKind(t *testing.T) {
 
 	// The HTTP upstream under load: 8 clients, each with 4 requests in
 	// flight at all times (from before the sessions on).
-	var httpOK, httpErr atomic.Int64
-	var httpClients []*raw
-	for i := 0; i < 8; i++ {
-		r := authOver(t, g.raw(t, "/http"), bobToken)
-		httpClients = append(httpClients, r)
-		_ = r.c.SetDeadline(time.Time{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wr := &wsraw.Conn{C: r.c, BR: r.br}
-			id := 0
-			send := func() bool {
-				id++
-				_ = r.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				_, err := r.c.Write(buildFrame(true, 0, 1, true, []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`, id))))
-				return err == nil
-			}
-			for range 4 {
-				if !send() {
-					httpErr.Add(1)
-					return
-				}
-			}
-			for {
-				f, err := wr.ReadFrame(10 * time.Second)
-				if err != nil || f.Op != 1 {
-					httpErr.Add(1)
-					return
-				}
-				if strings.Contains(string(f.Payload), `"result"`) {
-					httpOK.Add(1)
-				} else {
-					httpErr.Add(1)
-				}
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if !send() {
-					httpErr.Add(1)
-					return
-				}
-			}
-		}()
-	}
+	httpOK, httpErr, httpClients := httpLoad(t, g, 8, 4, stop, &wg)
 	// Session-mode clients, each holding a child (4 descriptors in the
 	// gateway, plus its socket).
-	var sessions []*raw
-	noWorker := 0
-	refusedAt503 := 0
-	for i := 0; i < 35; i++ {
-		r := g.raw(t, "/sh")
-		if r.resp.StatusCode == 503 {
-			refusedAt503++ // the budget: no room for one more client
-			continue
-		}
-		r = authOver(t, r, aliceToken)
-		_ = r.c.SetDeadline(time.Time{})
-		r.sendText(shInitialize)
-		f, err := r.readFrame(10 * time.Second)
-		switch {
-		case err != nil:
-			t.Fatalf("session %d: %v", i, err)
-		case f.op == 8:
-			code, reason := wsraw.ParseClose(f.payload)
-			if code != 1013 {
-				t.Fatalf("session %d: close %d %q", i, code, reason)
-			}
-			noWorker++
-		case !strings.Contains(string(f.payload), `"serverInfo"`):
-			t.Fatalf("session %d: %s", i, f.payload)
-		default:
-			sessions = append(sessions, r)
-		}
-	}
+	sessions, noWorker, refusedAt503 := openSessions(t, g, 35)
 	mt, err := getMetrics()
 	if err != nil {
 		t.Fatal(err)
@@ -371,4 +299,88 @@ func TestDescriptorBudgetEveryKind(t *testing.T) {
 	if logs := g.Logs(); strings.Contains(strings.ToLower(logs), "too many open files") || strings.Contains(logs, "Accept() failed") {
 		t.Fatalf("the gateway met the open-file limit:\n%s", wsraw.Truncate(logs, 4000))
 	}
+}
+
+// httpLoad runs n clients on /http, each keeping inflight requests in
+// flight until stop closes; it counts answers and errors.
+func httpLoad(t *testing.T, g *gateway, n, inflight int, stop chan struct{}, wg *sync.WaitGroup) (ok, errs *atomic.Int64, clients []*raw) {
+	ok, errs = new(atomic.Int64), new(atomic.Int64)
+	for i := 0; i < n; i++ {
+		r := authOver(t, g.raw(t, "/http"), bobToken)
+		clients = append(clients, r)
+		_ = r.c.SetDeadline(time.Time{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wr := &wsraw.Conn{C: r.c, BR: r.br}
+			id := 0
+			send := func() bool {
+				id++
+				_ = r.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				_, err := r.c.Write(buildFrame(true, 0, 1, true, []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`, id))))
+				return err == nil
+			}
+			for range inflight {
+				if !send() {
+					errs.Add(1)
+					return
+				}
+			}
+			for {
+				f, err := wr.ReadFrame(10 * time.Second)
+				if err != nil || f.Op != 1 {
+					errs.Add(1)
+					return
+				}
+				if strings.Contains(string(f.Payload), `"result"`) {
+					ok.Add(1)
+				} else {
+					errs.Add(1)
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !send() {
+					errs.Add(1)
+					return
+				}
+			}
+		}()
+	}
+	return ok, errs, clients
+}
+
+// openSessions opens up to n session-mode clients on /sh, each holding a
+// stdio child; it counts those refused a child (1013) or refused at the
+// upgrade (503).
+func openSessions(t *testing.T, g *gateway, n int) (sessions []*raw, noWorker, refused503 int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		r := g.raw(t, "/sh")
+		if r.resp.StatusCode == 503 {
+			refused503++ // the budget: no room for one more client
+			continue
+		}
+		r = authOver(t, r, aliceToken)
+		_ = r.c.SetDeadline(time.Time{})
+		r.sendText(shInitialize)
+		f, err := r.readFrame(10 * time.Second)
+		switch {
+		case err != nil:
+			t.Fatalf("session %d: %v", i, err)
+		case f.op == 8:
+			code, reason := wsraw.ParseClose(f.payload)
+			if code != 1013 {
+				t.Fatalf("session %d: close %d %q", i, code, reason)
+			}
+			noWorker++
+		case !strings.Contains(string(f.payload), `"serverInfo"`):
+			t.Fatalf("session %d: %s", i, f.payload)
+		default:
+			sessions = append(sessions, r)
+		}
+	}
+	return sessions, noWorker, refused503
 }
