@@ -218,6 +218,10 @@ func TestMoreConnectionsThanRealFileLimit(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("HTTP upstream: %d answers, %d errors; /metrics: %d scrapes, %d failed", httpOK.Load(), httpErr.Load(), scrapes.Load(), scrapeErrs.Load())
+	// Clients are refused a margin before the upstream's connections are.
+	if httpErr.Load()*100 > httpOK.Load() {
+		t.Errorf("%d HTTP upstream errors for %d answers", httpErr.Load(), httpOK.Load())
+	}
 	select {
 	case <-g.Exited():
 		t.Fatalf("gateway exited: %v", g.ExitErr())

@@ -136,10 +136,6 @@ type Budget struct {
 	log      *slog.Logger
 	kick     chan struct{}
 
-	relMu      sync.Mutex
-	relievers  []func()
-	lastRelief time.Time // under relMu
-
 	mu      sync.Mutex // one reconciliation at a time; dir, buf
 	dir     int        // /proc/self/fd, kept open: counting never opens
 	buf     []byte
@@ -316,35 +312,6 @@ func (b *Budget) ClientVerdict() Verdict {
 	}
 }
 
-// OnPressure registers f to be called (from Run, at most once a second)
-// when clients are being refused for want of descriptors: a holder of
-// descriptors it can do without (an HTTP transport's idle connections)
-// gives them back.
-func (b *Budget) OnPressure(f func()) {
-	b.relMu.Lock()
-	b.relievers = append(b.relievers, f)
-	b.relMu.Unlock()
-}
-
-// relieve calls the OnPressure functions when less than the client margin
-// is free, at most once a second.
-func (b *Budget) relieve() {
-	if b.Free() >= b.margin.Load() {
-		return
-	}
-	b.relMu.Lock()
-	if time.Since(b.lastRelief) < time.Second {
-		b.relMu.Unlock()
-		return
-	}
-	b.lastRelief = time.Now()
-	fs := append([]func(){}, b.relievers...)
-	b.relMu.Unlock()
-	for _, f := range fs {
-		f()
-	}
-}
-
 // Kick asks Run for a reconciliation soon (at most every 100 ms): after a
 // refusal, so that descriptors counted as untracked by the last count and
 // closed since stop counting. It never blocks.
@@ -365,7 +332,6 @@ func (b *Budget) Run(done <-chan struct{}) {
 			return
 		case <-t.C:
 			b.Reconcile()
-			b.relieve()
 		case <-b.kick:
 			if wait := time.Duration(b.lastRun.Load() + int64(100*time.Millisecond) - time.Now().UnixNano()); wait > 0 {
 				select {
@@ -375,7 +341,6 @@ func (b *Budget) Run(done <-chan struct{}) {
 				}
 			}
 			b.Reconcile()
-			b.relieve()
 		}
 	}
 }

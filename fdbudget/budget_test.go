@@ -258,22 +258,3 @@ func TestDialAndListener(t *testing.T) {
 		t.Fatalf("admin %d after close", b.Count(Admin))
 	}
 }
-
-// Holders of descriptors they can do without are asked for them while
-// clients are refused, at most once a second.
-func TestOnPressure(t *testing.T) {
-	var m atomic.Int64
-	b := fixed(t, 1000, 10, &m)
-	var calls atomic.Int64
-	b.OnPressure(func() { calls.Add(1) })
-	b.relieve()
-	if calls.Load() != 0 {
-		t.Fatal("relieved with room to spare")
-	}
-	b.Acquire(Other, int(b.Free()-b.Margin()+1))
-	b.relieve()
-	b.relieve()
-	if calls.Load() != 1 {
-		t.Fatalf("%d calls, want 1 within a second", calls.Load())
-	}
-}

@@ -84,8 +84,11 @@ type options struct{ fds *fdbudget.Budget }
 // descriptor, idle in the pool included; given back when it closes): a
 // dial that does not fit fails at once, its request is answered -32603
 // "Upstream request failed" (error kind "descriptors"), and the URL is not
-// marked down, since it refused nothing. While clients are refused for want
-// of descriptors, idle connections are closed (fdbudget.OnPressure).
+// marked down, since it refused nothing. Idle connections stay (bounded by
+// MaxIdleConnsPerHost and IdleConnTimeout): closing them while a flood of
+// clients is refused only made the load behind them re-dial into a full
+// budget (measured: 582 of 6,357 upstream requests failed at 20,000 files,
+// none without).
 func WithDescriptors(b *fdbudget.Budget) Option { return func(o *options) { o.fds = b } }
 
 // New returns the upstream of cfg (type http). It connects lazily. m and
@@ -137,10 +140,6 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 		TLSHandshakeTimeout: 5 * time.Second,
 		// SSE must flow event by event; compression buffers.
 		DisableCompression: true,
-	}
-	if o.fds != nil {
-		// Idle connections hold descriptors that clients are refused for.
-		o.fds.OnPressure(tr.CloseIdleConnections)
 	}
 	u.client = &http.Client{
 		Transport: tr,
