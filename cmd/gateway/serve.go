@@ -96,7 +96,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	for _, u := range cfg.Upstreams {
 		switch u.Type {
 		case "builtin":
-			b := builtin.New(u.Name, u.Workers, u.QueueDepth)
+			b := builtin.New(u.Name, u.Workers, u.QueueDepth, builtin.WithMetrics(m), builtin.WithLogger(log))
 			ups[u.Name] = b
 			defer b.Close()
 		case "stdio":

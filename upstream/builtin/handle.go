@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
 )
 
@@ -36,6 +37,7 @@ func (s *Server) Handle(dst []byte, msg []byte) []byte {
 
 // handleScanned answers msg from its scan (env, err).
 func (s *Server) handleScanned(dst, msg []byte, env *mcp.Envelope, err error) []byte {
+	fault.Hit("builtin.handle")
 	if err == nil && env.Kind == mcp.KindBatch {
 		return s.handleBatch(dst, msg)
 	}

@@ -14,11 +14,14 @@
 package builtin
 
 import (
+	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
 
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/upstream"
 )
 
@@ -30,7 +33,19 @@ type Server struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	m         *metrics.Metrics // nil: panics are not counted
+	log       *slog.Logger     // nil: slog.Default()
 }
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithMetrics counts the panics the server recovers from
+// (gateway_panics_total{site="builtin"}).
+func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.m = m } }
+
+// WithLogger is where recovered panics are logged (default slog.Default()).
+func WithLogger(log *slog.Logger) Option { return func(s *Server) { s.log = log } }
 
 type job struct {
 	sess *session
@@ -39,7 +54,12 @@ type job struct {
 
 // New starts a server with workers goroutines (0 means GOMAXPROCS) reading
 // from one queue of queueDepth messages (0 means 4096).
-func New(name string, workers, queueDepth int) *Server {
+//
+// A panic while answering one message (SPEC 10) is recovered: it is
+// counted and logged (package fault), the connection the message came from
+// is closed with 1011 "Internal error", and the worker goes on with the
+// next message.
+func New(name string, workers, queueDepth int, opts ...Option) *Server {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -50,6 +70,9 @@ func New(name string, workers, queueDepth int) *Server {
 		name: name,
 		jobs: make(chan job, queueDepth),
 		done: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	s.wg.Add(workers)
 	for range workers {
@@ -100,21 +123,45 @@ func (s *Server) work() {
 		case <-s.done:
 			return
 		case j := <-s.jobs:
-			if j.sess.closed.Load() {
-				upstream.PutBuffer(j.msg)
-				continue
-			}
-			out = s.Handle(out[:0], j.msg)
-			upstream.PutBuffer(j.msg)
-			// Checked again after the work, and after Close set the flag,
-			// so that no Deliver starts once Close has returned.
-			if len(out) > 0 && !j.sess.closed.Load() && !s.closed.Load() {
-				j.sess.sink.Deliver(out)
-			}
+			out = s.serve(out, j)
 			if cap(out) > replyBufMax {
 				out = make([]byte, 0, 4096)
 			}
 		}
+	}
+}
+
+// serve answers one queued message on a worker goroutine and returns the
+// reply buffer to reuse. A panic is the message's connection's alone: it
+// is closed with 1011 and the worker carries on.
+func (s *Server) serve(out []byte, j job) (reuse []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.panicked(j.sess, r)
+			upstream.PutBuffer(j.msg)
+			reuse = make([]byte, 0, 4096) // the reply was cut short
+		}
+	}()
+	if j.sess.closed.Load() {
+		upstream.PutBuffer(j.msg)
+		return out
+	}
+	out = s.Handle(out[:0], j.msg)
+	upstream.PutBuffer(j.msg)
+	// Checked again after the work, and after Close set the flag,
+	// so that no Deliver starts once Close has returned.
+	if len(out) > 0 && !j.sess.closed.Load() && !s.closed.Load() {
+		j.sess.sink.Deliver(out)
+	}
+	return out
+}
+
+// panicked counts and logs a panic recovered while answering a message of
+// ss, and closes its connection (1011) unless it or the server is gone.
+func (s *Server) panicked(ss *session, r any) {
+	fault.Recovered(s.m, s.log, fault.SiteBuiltin, r)
+	if !ss.closed.Load() && !s.closed.Load() {
+		ss.sink.Fail(fault.Code, fault.Reason)
 	}
 }
 
@@ -151,9 +198,18 @@ const InlineMax = 16 << 10
 
 // HandleInline answers small messages at once (upstream.Inline), from the
 // caller's scan of msg.
-func (ss *session) HandleInline(dst, msg []byte, env mcp.Envelope) ([]byte, bool) {
+// A panic is recovered here, on the event loop: nothing is answered and the
+// connection is closed with 1011 (the loop goes on).
+func (ss *session) HandleInline(dst, msg []byte, env mcp.Envelope) (reply []byte, ok bool) {
 	if len(msg) > InlineMax || ss.closed.Load() || ss.srv.closed.Load() {
 		return dst, false
 	}
+	start := len(dst)
+	defer func() {
+		if r := recover(); r != nil {
+			ss.srv.panicked(ss, r)
+			reply, ok = dst[:start], true
+		}
+	}()
 	return ss.srv.handleScanned(dst, msg, &env, nil), true
 }
