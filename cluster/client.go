@@ -51,7 +51,16 @@ const (
 // NewClient parses a redis:// or rediss:// URL and returns a client with the
 // explicit settings above (a setting given in the URL's query wins). It does
 // not connect: the first command does.
-func NewClient(url string) (*redis.Client, error) {
+//
+// With fds, every connection the client opens (its command pool, its warm
+// idle connections and its pub/sub connections alike) counts as one
+// descriptor of the budget: a dial that does not fit fails at once with
+// fdbudget.ErrNoDescriptor (a Redis error like any other: redis.on_failure
+// decides), and the descriptor is given back when go-redis closes the
+// connection. It wraps go-redis's own dialer (TLS for rediss://, its
+// timeouts) in Options.Dialer, set before the client exists: a dial hook
+// added afterwards misses the warm connections go-redis dials at once.
+func NewClient(url string, fds *fdbudget.Budget) (*redis.Client, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
@@ -94,6 +103,9 @@ func NewClient(url string) (*redis.Client, error) {
 	if opt.ClientName == "" {
 		opt.ClientName = "mcpgate"
 	}
+	if fds != nil && opt.Dialer == nil {
+		opt.Dialer = fds.Dial(fdbudget.Redis, redis.NewDialer(opt))
+	}
 	return redis.NewClient(opt), nil
 }
 
@@ -112,29 +124,4 @@ func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 	}
-}
-
-// CountDescriptors counts every connection rdb opens (its command pool and
-// its pub/sub connections alike) as one descriptor of the budget b: a dial
-// that does not fit fails at once with fdbudget.ErrNoDescriptor (a Redis
-// error like any other: redis.on_failure decides), and the descriptor is
-// given back when go-redis closes the connection. A dial hook rather than
-// Options.Dialer keeps go-redis's own dialer (TLS for rediss://, its
-// timeouts) underneath.
-func CountDescriptors(rdb *redis.Client, b *fdbudget.Budget) {
-	if b != nil {
-		rdb.AddHook(budgetHook{b})
-	}
-}
-
-type budgetHook struct{ b *fdbudget.Budget }
-
-func (h budgetHook) DialHook(next redis.DialHook) redis.DialHook {
-	return redis.DialHook(h.b.Dial(fdbudget.Redis, fdbudget.DialFunc(next)))
-}
-
-func (budgetHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
-func (budgetHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }

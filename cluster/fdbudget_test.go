@@ -14,11 +14,10 @@ import (
 func TestRedisDescriptors(t *testing.T) {
 	r := startRedis(t)
 	b := fdbudget.New(fdbudget.Options{})
-	rdb, err := NewClient(r.url())
+	rdb, err := NewClient(r.url(), b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	CountDescriptors(rdb, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -28,7 +27,7 @@ func TestRedisDescriptors(t *testing.T) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d counted", what, b.Count(fdbudget.Redis))
+				t.Fatalf("%s: %d counted, pool stats %+v", what, b.Count(fdbudget.Redis), *rdb.PoolStats())
 			}
 		}
 	}
@@ -48,9 +47,8 @@ func TestRedisDescriptors(t *testing.T) {
 
 	full := fdbudget.New(fdbudget.Options{Limit: 1000, AcceptBurst: 1, Count: func() (int, error) { return 0, nil }})
 	full.Acquire(fdbudget.Other, int(full.Free()))
-	rdb, _ = NewClient(r.url())
+	rdb, _ = NewClient(r.url(), full)
 	defer rdb.Close()
-	CountDescriptors(rdb, full)
 	if err := rdb.Ping(ctx).Err(); !errors.Is(err, fdbudget.ErrNoDescriptor) {
 		t.Fatalf("ping with no descriptor to spare: %v", err)
 	}

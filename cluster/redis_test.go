@@ -84,7 +84,7 @@ func (r *testRedis) kill() {
 
 func (r *testRedis) client(t testing.TB) *redis.Client {
 	t.Helper()
-	c, err := NewClient(r.url())
+	c, err := NewClient(r.url(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,11 +124,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	// Shared state: Redis when configured, else this node's memory.
 	var rdb *redis.Client
 	if cfg.Redis.URL != "" {
-		if rdb, err = cluster.NewClient(cfg.Redis.URL); err != nil {
+		if rdb, err = cluster.NewClient(cfg.Redis.URL, fds); err != nil {
 			return &exitError{2, fmt.Errorf("redis.url: %w", err)}
 		}
 		defer rdb.Close()
-		cluster.CountDescriptors(rdb, fds)
 		cluster.RouteRedisLogs(log) // go-redis logs every failed dial; keep that at debug
 		log.Info("distributed mode", "redis", config.RedactURL(cfg.Redis.URL), "on_failure", cfg.Redis.OnFailure)
 	}
