@@ -1,7 +1,11 @@
 package pool
 
 import (
+	"log/slog"
+
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/metrics"
 )
 
 // Routing says where the messages of one worker (or one HTTP response
@@ -23,6 +27,9 @@ type Routing struct {
 	// has none, and a shared worker cannot tell whom to ask).
 	Back  func(msg []byte)
 	Stats *Stats
+	// Log is where a panic recovered while routing is logged (nil:
+	// slog.Default()).
+	Log *slog.Logger
 }
 
 // Error texts the gateway answers with (JSON-RPC -32603 unless noted).
@@ -40,7 +47,51 @@ const (
 // request's connection with the client's token or id restored; the rest
 // goes to the session, if the worker has one. scratch is a buffer to reuse;
 // the grown buffer is returned. msg is only read during the call.
-func (rt *Routing) FromWorker(scratch, msg []byte) []byte {
+//
+// A panic while routing one message (each element of a batch on its own)
+// is recovered (SPEC 10): it is counted in gateway_panics_total{site=
+// "upstream"} and logged, and the connection the message was for is closed
+// with 1011 "Internal error": the one whose request it answers or names,
+// else the worker's session (or the stream's Fallback). When the message
+// belongs to nobody it is dropped. The caller's goroutine (a reader) goes
+// on with the next message.
+func (rt *Routing) FromWorker(scratch, msg []byte) (out []byte) {
+	var to *Route // the connection msg is for, once known
+	if rt.Session != nil {
+		to = rt.Session
+	} else {
+		to = rt.Fallback
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			rt.panicked(r, to)
+			out = scratch
+		}
+	}()
+	return rt.fromWorker(scratch, msg, &to)
+}
+
+// panicked counts and logs a panic recovered while routing a message, and
+// fails the connection it was for (nil: the message is dropped).
+func (rt *Routing) panicked(r any, to *Route) {
+	var m *metrics.Metrics
+	if rt.Stats != nil {
+		m = rt.Stats.m
+	}
+	fault.Recovered(m, rt.Log, fault.SiteUpstream, r)
+	if to != nil {
+		to.Fail(fault.Code, fault.Reason)
+	}
+}
+
+// at records that the message being routed is for r (for a panic), and is
+// the fault injection point pool.route.
+func at(to **Route, r *Route) {
+	*to = r
+	fault.Hit("pool.route")
+}
+
+func (rt *Routing) fromWorker(scratch, msg []byte, to **Route) []byte {
 	env, err := mcp.Scan(msg)
 	if err != nil {
 		rt.Stats.Error("protocol")
@@ -54,7 +105,7 @@ func (rt *Routing) FromWorker(scratch, msg []byte) []byte {
 			if !ok {
 				return scratch
 			}
-			scratch = rt.FromWorker(scratch, elem)
+			scratch = rt.FromWorker(scratch, elem) // each element recovers on its own
 		}
 	case mcp.KindResponse:
 		var c *Call
@@ -66,13 +117,15 @@ func (rt *Routing) FromWorker(scratch, msg []byte) []byte {
 			rt.Stats.Error("late_reply")
 			return scratch
 		}
+		at(to, c.Route)
 		rt.Stats.Done(c.Start)
 		scratch = splice(scratch[:0], msg, span{at: env.ID, with: c.ID})
 		c.Reply(scratch)
 	case mcp.KindNotification:
-		scratch = rt.notification(scratch, msg, &env)
+		scratch = rt.notification(scratch, msg, &env, to)
 	case mcp.KindRequest:
 		if rt.Session != nil {
+			at(to, rt.Session)
 			rt.Session.Deliver(msg)
 		} else if rt.Back != nil {
 			var buf [192]byte
@@ -82,7 +135,7 @@ func (rt *Routing) FromWorker(scratch, msg []byte) []byte {
 	return scratch
 }
 
-func (rt *Routing) notification(scratch, msg []byte, env *mcp.Envelope) []byte {
+func (rt *Routing) notification(scratch, msg []byte, env *mcp.Envelope, to **Route) []byte {
 	var ref []byte // the member that names a request of ours
 	take := false
 	switch {
@@ -106,6 +159,7 @@ func (rt *Routing) notification(scratch, msg []byte, env *mcp.Envelope) []byte {
 			c = rt.Table.Get(gid)
 		}
 		if c != nil {
+			at(to, c.Route)
 			orig := c.ID
 			if env.MethodIs(MethodProgress) {
 				orig = c.Token
@@ -122,8 +176,10 @@ func (rt *Routing) notification(scratch, msg []byte, env *mcp.Envelope) []byte {
 	}
 	switch {
 	case rt.Session != nil:
+		at(to, rt.Session)
 		rt.Session.Deliver(msg)
 	case rt.Fallback != nil:
+		at(to, rt.Fallback)
 		rt.Fallback.Deliver(msg)
 	default:
 		rt.Stats.Error("unrouted")
