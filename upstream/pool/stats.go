@@ -39,6 +39,15 @@ func NewStats(m *metrics.Metrics, name string) *Stats {
 	return s
 }
 
+// Metrics returns the collectors Stats was made from (nil for nil Stats),
+// for the counters that are not the upstream's own (gateway_panics_total).
+func (s *Stats) Metrics() *metrics.Metrics {
+	if s == nil {
+		return nil
+	}
+	return s.m
+}
+
 // Request counts one request handed to the upstream.
 func (s *Stats) Request() {
 	if s != nil {

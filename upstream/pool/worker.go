@@ -5,7 +5,6 @@ import (
 
 	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
-	"github.com/mcpgate/gateway/metrics"
 )
 
 // Routing says where the messages of one worker (or one HTTP response
@@ -74,11 +73,7 @@ func (rt *Routing) FromWorker(scratch, msg []byte) (out []byte) {
 // panicked counts and logs a panic recovered while routing a message, and
 // fails the connection it was for (nil: the message is dropped).
 func (rt *Routing) panicked(r any, to *Route) {
-	var m *metrics.Metrics
-	if rt.Stats != nil {
-		m = rt.Stats.m
-	}
-	fault.Recovered(m, rt.Log, fault.SiteUpstream, r)
+	fault.Recovered(rt.Stats.Metrics(), rt.Log, fault.SiteUpstream, r)
 	if to != nil {
 		to.Fail(fault.Code, fault.Reason)
 	}

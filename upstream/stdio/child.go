@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
@@ -320,6 +321,7 @@ func (c *child) die() {
 // the queue is empty so bursts share a write.
 func (c *child) writeLoop(w *os.File) {
 	defer c.u.wg.Done()
+	defer c.recoverLoop()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var werr error
 	for {
@@ -356,6 +358,7 @@ func (c *child) writeLoop(w *os.File) {
 
 // readLoop routes each line the child writes on stdout.
 func (c *child) readLoop(r io.Reader) {
+	defer c.recoverLoop()
 	br := bufio.NewReaderSize(r, 64<<10)
 	var long []byte // a line longer than the reader's buffer
 	tooLong := false
@@ -378,12 +381,7 @@ func (c *child) readLoop(r io.Reader) {
 			c.u.st.Error("oversize")
 		} else if line = bytes.TrimSpace(line); len(line) > 0 {
 			c.spoke.Store(true)
-			if rt := c.routing.Load(); rt != nil {
-				scratch = rt.FromWorker(scratch, line)
-				if cap(scratch) > 1<<20 {
-					scratch = make([]byte, 0, 4096)
-				}
-			}
+			scratch = c.route(scratch, line)
 		}
 		long, tooLong = nil, false
 		if err != nil {
@@ -395,12 +393,54 @@ func (c *child) readLoop(r io.Reader) {
 	}
 }
 
+// route hands one line of the child to its routing (nothing before it has
+// a role) and returns the scratch buffer to reuse. A panic is the line's
+// alone (SPEC 10): it is counted and logged, the child's session (if it
+// has one) is closed with 1011, and on a shared child the line is dropped
+// (a request it answered times out); the reader goes on with the next
+// line. (pool.Routing.FromWorker recovers what happens while routing.)
+func (c *child) route(scratch, line []byte) (reuse []byte) {
+	rt := c.routing.Load()
+	if rt == nil {
+		return scratch
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			fault.Recovered(c.u.st.Metrics(), c.u.log, fault.SiteUpstream, p)
+			if rt.Session != nil {
+				rt.Session.Fail(fault.Code, fault.Reason)
+			}
+			reuse = make([]byte, 0, 4096)
+		}
+	}()
+	fault.Hit("stdio.line")
+	scratch = rt.FromWorker(scratch, line)
+	if cap(scratch) > 1<<20 {
+		scratch = make([]byte, 0, 4096)
+	}
+	return scratch
+}
+
+// recoverLoop is deferred by the child's I/O goroutines: a panic there is
+// counted and logged, and the child is killed, so that it is replaced and
+// those it served learn of it as of any death (-32603 for the requests in
+// flight, 1011 for its session).
+func (c *child) recoverLoop() {
+	if p := recover(); p != nil {
+		fault.Recovered(c.u.st.Metrics(), c.u.log, fault.SiteUpstream, p)
+		if pid := c.PID(); pid != 0 {
+			killGroup(pid, syscall.SIGKILL)
+		}
+	}
+}
+
 // stderrLoop copies the child's stderr to the log, one record per line,
 // at most stderrBurst lines at once and stderrRate per second after that:
 // a chatty child must not flood the gateway's log.
 func (c *child) stderrLoop(r *os.File) {
 	defer c.u.wg.Done()
 	defer r.Close()
+	defer c.recoverLoop()
 	const stderrRate, stderrBurst = 50.0, 200.0
 	br := bufio.NewReaderSize(r, 4096)
 	pid := c.PID()

@@ -349,7 +349,7 @@ func (u *Upstream) acquireSession(route *pool.Route, subject string) (*child, er
 	u.bySubject[subject]++
 	c.busy = true
 	u.st.AddBusy(1)
-	c.routing.Store(&pool.Routing{Table: &c.table, Session: route, Back: c.trySend, Stats: u.st})
+	c.routing.Store(&pool.Routing{Table: &c.table, Session: route, Back: c.trySend, Stats: u.st, Log: u.log})
 	u.refillLocked()
 	return c, nil
 }
@@ -377,7 +377,7 @@ func (u *Upstream) pickShared() (*child, error) {
 		if n != nil {
 			n.role = roleShared
 			n.table.OnBusy = u.st.AddBusy
-			n.routing.Store(&pool.Routing{Table: &n.table, Back: n.trySend, Stats: u.st})
+			n.routing.Store(&pool.Routing{Table: &n.table, Back: n.trySend, Stats: u.st, Log: u.log})
 			u.shared = append(u.shared, n)
 			u.refillLocked()
 			// A child just forked is still booting: the request waits less
