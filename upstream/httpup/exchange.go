@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
@@ -117,6 +118,7 @@ func (u *Upstream) post(ctx context.Context, e *exch, t *target, sid, version st
 	scratch := upstream.GetBuffer(4096)[:0]
 	defer func() { upstream.PutBuffer(scratch) }()
 	route := func(msg []byte) {
+		fault.Hit("http.response")
 		if observe != nil {
 			observe(msg)
 		}

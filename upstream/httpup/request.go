@@ -19,12 +19,13 @@ import (
 func (u *Upstream) dispatch(s *session, e *exch) {
 	defer u.wg.Done()
 	defer s.release(e)
+	defer u.recoverDispatch(s, e)
 	if c := e.out.Cancel; c != nil {
 		// The client cancelled a request: tell the server it went to, then
 		// stop reading its answer.
 		ce := c.Worker.(*exch)
 		if t, sid, version := ce.dest(); t != nil {
-			u.post(e.ctx, e, t, sid, version, &pool.Routing{Table: &u.table, Stats: u.st}, nil)
+			u.post(e.ctx, e, t, sid, version, &pool.Routing{Table: &u.table, Stats: u.st, Log: u.log}, nil)
 		}
 		ce.cancel()
 		return
@@ -58,7 +59,7 @@ func (u *Upstream) dispatch(s *session, e *exch) {
 			}
 		}
 		e.setDest(t, sid, ver)
-		rt := &pool.Routing{Table: &u.table, Fallback: s.route, Stats: u.st,
+		rt := &pool.Routing{Table: &u.table, Fallback: s.route, Stats: u.st, Log: u.log,
 			Back: func(m []byte) { u.notify(t, sid, ver, m) }}
 		a := u.post(e.ctx, e, t, sid, ver, rt, nil)
 		switch {
@@ -249,6 +250,7 @@ func (u *Upstream) notify(t *target, sid, version string, msg []byte) {
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
+		defer u.recoverQuiet()
 		ctx, cancel := context.WithTimeout(u.ctx, deleteTimeout)
 		defer cancel()
 		_, _, _, _ = u.roundTrip(ctx, t, sid, version, body)

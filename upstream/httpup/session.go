@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
@@ -55,7 +56,7 @@ func (s *session) Send(msg []byte) error {
 	if s.mode == pool.ModeUnknown {
 		s.mode = pool.Detect(msg)
 		if s.mode == pool.ModeSession {
-			s.rt = pool.Routing{Table: &s.table, Session: s.route, Back: s.back, Stats: s.u.st}
+			s.rt = pool.Routing{Table: &s.table, Session: s.route, Back: s.back, Stats: s.u.st, Log: s.u.log}
 		}
 	}
 	p := pool.Prepare(s.route, msg, s.mode)
@@ -145,6 +146,7 @@ func (s *session) launch(e *exch) {
 func (s *session) run(e *exch) {
 	defer s.u.wg.Done()
 	defer s.release(e)
+	defer s.recoverSession()
 	if e.prev != nil {
 		select {
 		case <-e.prev:
@@ -205,6 +207,7 @@ func (s *session) fail(call *pool.Call, msg string) {
 func (s *session) initialize(e *exch) {
 	defer s.u.wg.Done()
 	defer s.release(e)
+	defer s.recoverSession()
 	call := e.out.Call
 	var version string
 	observe := func(m []byte) {
@@ -307,6 +310,7 @@ func (s *session) back(msg []byte) {
 // reconnects with Last-Event-ID after a drop.
 func (s *session) listen() {
 	defer s.u.wg.Done()
+	defer s.recoverSession()
 	backoff := 500 * time.Millisecond
 	var lastID string
 	scratch := make([]byte, 0, 4096)
@@ -346,6 +350,7 @@ func (s *session) listen() {
 					if err != nil {
 						break
 					}
+					fault.Hit("http.listen")
 					scratch = s.rt.FromWorker(scratch, data)
 				}
 				lastID = ev.lastID
@@ -412,6 +417,7 @@ func (s *session) deleteSession(t *target, sid, version string) {
 	s.u.wg.Add(1)
 	go func() {
 		defer s.u.wg.Done()
+		defer s.u.recoverQuiet()
 		s.u.delete(t, sid, version)
 	}()
 }
