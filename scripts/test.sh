@@ -21,6 +21,13 @@ done
 echo "== go vet"
 go vet ./...
 
+# Fault injection (package fault) exists only under -tags faultinject: vet
+# and test that build too (the e2e tests build their own tagged gateway).
+echo "== fault injection (-tags faultinject)"
+go vet -tags faultinject ./fault/ ./upstream/...
+go test -race -count=1 -tags faultinject ./fault/
+go test -race -count=1 -tags faultinject -run 'Inject' ./upstream/...
+
 export E2E_RACE=1 # the e2e tests run a -race build of the gateway too
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...

@@ -38,7 +38,11 @@ const (
 
 // Build compiles cmd/gateway into a fresh temp dir and returns the binary
 // path and the dir to remove when done.
-func Build(race bool) (bin, dir string, err error) {
+func Build(race bool) (bin, dir string, err error) { return BuildTagged(race) }
+
+// BuildTagged is Build with build tags, e.g. "faultinject" for a binary
+// that panics where GATEWAY_FAULT says (package fault).
+func BuildTagged(race bool, tags ...string) (bin, dir string, err error) {
 	dir, err = os.MkdirTemp("", "gateway-bin-")
 	if err != nil {
 		return "", "", err
@@ -47,6 +51,9 @@ func Build(race bool) (bin, dir string, err error) {
 	args := []string{"build", "-o", bin}
 	if race {
 		args = append(args, "-race")
+	}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
 	}
 	cmd := exec.Command("go", append(args, "github.com/mcpgate/gateway/cmd/gateway")...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
@@ -141,6 +148,9 @@ type Spec struct {
 	// Wrap, when set, changes the command, e.g. to run it through a shell
 	// that lowers its file limit.
 	Wrap func(bin string, args []string) (string, []string)
+	// Env is added to the environment the gateway inherits (KEY=value),
+	// e.g. GATEWAY_FAULT for a faultinject build.
+	Env []string
 	// LogLimit bounds the output kept in memory: past it the buffer starts
 	// over, so the last words survive a chatty run. 0 means 4 MiB; a
 	// negative value keeps everything.
@@ -248,6 +258,9 @@ func launch(t testing.TB, bin, dir string, spec Spec, retryInUse bool) (g *Gatew
 	}
 	g.cmd = exec.Command(bin, args...)
 	g.cmd.Dir = dir
+	if len(spec.Env) > 0 {
+		g.cmd.Env = append(os.Environ(), spec.Env...)
+	}
 	g.cmd.Stdout = logWriter{g}
 	g.cmd.Stderr = logWriter{g}
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
