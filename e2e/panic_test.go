@@ -131,3 +131,15 @@ func TestPanicClosesOneConnection(t *testing.T) {
 		})
 	}
 }
+
+// Production binaries contain no fault injection: without the faultinject
+// tag fault.Hit is an empty function and GATEWAY_FAULT is never read.
+func TestNoFaultInjectionInRelease(t *testing.T) {
+	for _, bin := range []string{gatewayBin, gatewayBinFast} {
+		b, err := os.ReadFile(bin)
+		must(t, err)
+		if strings.Contains(string(b), "GATEWAY_FAULT") {
+			t.Fatalf("%s reads GATEWAY_FAULT: it was built with fault injection", bin)
+		}
+	}
+}
