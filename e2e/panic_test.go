@@ -79,10 +79,10 @@ func TestPanicClosesOneConnection(t *testing.T) {
 			first: strings.Replace(shInitialize, `"id":0`, `"id":"%s"`, 1),
 			stack: "stdio.(*child).route"},
 		// The event loop handles a text message (reactor; site "loop").
-		// TODO(reactor): enable once the gnet callbacks recover and call
-		// fault.Hit("loop.text") where a text message is handled.
-		{name: "loop", fault: "loop.text:2", site: "loop", path: "/mcp", first: echo,
-			skip: "loop recover not wired yet"},
+		// Auth messages are text too: before's auth and echo are hits 1
+		// and 2, hit's auth is 3, its echo the 4th.
+		{name: "loop", fault: "loop.text:4", site: "loop", path: "/mcp", first: echo,
+			stack: "reactor.(*conn).onText"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.skip != "" {

@@ -11,6 +11,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/frame"
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/session"
@@ -175,6 +176,7 @@ func (c *conn) onEvent(ev *frame.Event, now int64) gnet.Action {
 
 func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	s := c.srv
+	fault.Hit("loop.text")
 	if c.sess.State == session.PendingAuth {
 		token, v := session.ParseAuth(msg)
 		if v == session.AuthAccepted {
@@ -383,6 +385,13 @@ func (c *conn) runOnLoop(f func()) {
 	}
 	_ = c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if !c.dead.Load() {
+			defer func() {
+				if r := recover(); r != nil {
+					if c.onPanic(r) == gnet.Close {
+						c.closeSocket()
+					}
+				}
+			}()
 			f()
 		}
 		return nil
@@ -533,6 +542,27 @@ func countKind(env *mcp.Envelope, msg []byte, kind mcp.Kind) int32 {
 		}
 	}
 	return 0
+}
+
+// onPanic ends the connection whose callback panicked (SPEC 10): counted,
+// logged with its stack, close 1011 after what was already written, or a
+// plain close before the upgrade; the loop and every other connection carry
+// on. Its input is dropped: the reader may be mid-frame.
+func (c *conn) onPanic(r any) gnet.Action {
+	fault.Recovered(c.srv.m, c.srv.log, fault.SiteLoop, r)
+	if c.shutting {
+		return gnet.Close
+	}
+	if c.sess.State == session.Handshake {
+		c.sess.State = session.Closing
+		return gnet.Close
+	}
+	c.consume(-1)
+	if c.sess.State == session.Closing {
+		return c.shut()
+	}
+	c.fail(ws.StatusCode(fault.Code), fault.Reason)
+	return c.shut()
 }
 
 // Subject is the upstream.Sink side of fair sharing: the connection's

@@ -505,12 +505,17 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 }
 
 // OnTraffic runs the connection's state machine over whatever is buffered.
-func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+func (s *Server) OnTraffic(gc gnet.Conn) (act gnet.Action) {
 	c, _ := gc.Context().(*conn)
 	if c == nil {
 		return gnet.Close
 	}
-	act := c.onTraffic()
+	defer func() {
+		if r := recover(); r != nil {
+			act = c.onPanic(r) // this connection ends (1011); the loop carries on
+		}
+	}()
+	act = c.onTraffic()
 	if act == gnet.Close && !c.shutting {
 		return c.shut() // never before what was written on the way out
 	}
