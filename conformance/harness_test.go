@@ -40,7 +40,8 @@ var suiteConfig = wsraw.Config{
 	"ratelimit": `
   per_connection: {messages: 100000, window: 1s}
   per_subject: {messages: 1000000, window: 1s}
-  handshakes_per_ip: {count: 100000, window: 1s}`,
+  handshakes_per_ip: {count: 100000, window: 1s}
+  frames_per_connection: {count: 1000000, window: 1s}`,
 }
 
 // testCase is one conformance case.

@@ -112,6 +112,10 @@ type Reader struct {
 	fragmented bool
 }
 
+// Open reports whether a fragmented message is open: its first fragment
+// was read and its final one was not yet.
+func (r *Reader) Open() bool { return r.fragmented }
+
 // Release drops the fragment buffer, so an idle connection holds none. Call it
 // once the Text or Binary event that returned the buffer has been handled. It
 // does nothing while a fragmented message is open: the buffer holds its bytes.

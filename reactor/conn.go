@@ -11,9 +11,11 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/mcpgate/gateway/auth"
+	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/frame"
 	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/mcpgate/gateway/session"
 	"github.com/mcpgate/gateway/tlsconn"
 	"github.com/mcpgate/gateway/upstream"
@@ -56,6 +58,9 @@ type conn struct {
 	lingerUntil   int64 // half-closed: close by then if the client has not (ns)
 	noLinger      bool  // after a 431: read nothing more while lingering
 	ticketChecked bool
+	preAuthFrames uint8            // frames read before authentication (at most config.PreAuthFrames)
+	frames        ratelimit.Window // frames_per_connection once authenticated
+	msgStart      int64            // when the message now incomplete began (ns), 0 if none
 	ticketSubject string
 	closedBy      string // "server" or "client"
 }
@@ -82,7 +87,15 @@ func (c *conn) onTraffic() gnet.Action {
 
 func (c *conn) traffic() gnet.Action {
 	if c.async {
-		return gnet.None // bytes stay buffered until the off-loop step returns
+		// Bytes stay buffered until the off-loop step returns, within a cap:
+		// a client that pipelines more than an upgrade and an auth message
+		// is cut rather than buffered without bound (SPEC 10).
+		if c.gc.InboundBuffered() > c.srv.lim.asyncCap {
+			c.srv.m.Rejected.WithLabelValues("async_overflow").Inc()
+			c.sess.State = session.Closing
+			return gnet.Close
+		}
+		return gnet.None
 	}
 	now := c.lastInput // set by onTraffic, just now
 	if c.sess.State == session.Handshake && c.tc == nil || c.needProxy {
@@ -132,13 +145,56 @@ func (c *conn) traffic() gnet.Action {
 		}
 		in = in[n:]
 		consumed += n
+		if !c.frameAllowed(now) {
+			c.srv.m.RateLimit.WithLabelValues("frames", "deny").Inc()
+			c.consume(-1)
+			return c.fail(ws.StatusPolicyViolation, "Rate limit exceeded")
+		}
+		if ev.Kind != frame.None && !c.rd.Open() {
+			c.msgStart = 0 // a message (or a control frame) is complete
+		}
 		if act := c.onEvent(&ev, now); act != gnet.None {
 			c.consume(-1)
 			return act
 		}
 	}
 	c.consume(consumed)
+	c.timeMessage(now, len(in) > 0 || c.rd.Open())
 	return gnet.None
+}
+
+// frameAllowed counts one frame (SPEC 10): every frame, control frames and
+// empty fragments included, at most config.PreAuthFrames before
+// authentication, then ratelimit.frames_per_connection.
+func (c *conn) frameAllowed(now int64) bool {
+	if c.sess.State != session.Open {
+		if c.preAuthFrames >= config.PreAuthFrames {
+			return false
+		}
+		c.preAuthFrames++
+		return true
+	}
+	l := c.srv.lim.frames
+	return !l.Enabled() || c.frames.Allow(now, l.N, int64(l.Window))
+}
+
+// timeMessage starts the message_timeout clock when bytes of an incomplete
+// message are held (a partial frame, or an open fragmented message) and
+// none was running; trickled bytes do not move it. The sweeper closes the
+// connection 1008 "Message timeout" at msgStart + message_timeout.
+func (c *conn) timeMessage(now int64, partial bool) {
+	if !partial {
+		c.msgStart = 0
+		return
+	}
+	if c.msgStart != 0 {
+		return
+	}
+	c.msgStart = now
+	due := now + c.srv.lim.msgTimeout
+	if dl := c.sess.Deadline.Load(); dl == 0 || dl > due {
+		c.sess.Deadline.Store(due)
+	}
 }
 
 func (c *conn) onEvent(ev *frame.Event, now int64) gnet.Action {

@@ -95,6 +95,9 @@ type limits struct {
 	maxConns, perIP    int64
 	maxPending         int64
 	perConn            ratelimit.Limit
+	frames             ratelimit.Limit // every frame, control frames included
+	msgTimeout         int64           // ns: first frame to last of a message
+	asyncCap           int             // inbound bytes held while an async step runs
 	allowAbsentOrigin  bool
 	headerAuth         bool
 }
@@ -166,6 +169,8 @@ func New(o Options) (*Server, error) {
 		perIP:             int64(c.Limits.MaxConnectionsPerIP),
 		maxPending:        int64(c.Limits.MaxPendingAuth),
 		perConn:           ratelimit.Limit{N: c.RateLimit.PerConnection.Messages, Window: time.Duration(c.RateLimit.PerConnection.Window)},
+		frames:            ratelimit.Limit{N: c.RateLimit.FramesPerConnection.Count, Window: time.Duration(c.RateLimit.FramesPerConnection.Window)},
+		msgTimeout:        int64(c.Limits.MessageTimeout),
 		allowAbsentOrigin: c.Origins.AllowAbsent,
 		headerAuth:        c.Auth.Header,
 	}
@@ -181,6 +186,13 @@ func New(o Options) (*Server, error) {
 	if s.lim.maxPreAuth <= 0 || s.lim.maxPreAuth > s.lim.maxMsg {
 		s.lim.maxPreAuth = min(16<<10, s.lim.maxMsg)
 	}
+	if s.lim.msgTimeout <= 0 {
+		s.lim.msgTimeout = int64(30 * time.Second)
+	}
+	// While a ticket is looked up nothing is read: at most the upgrade
+	// request and the auth message (framed, and over TLS in records of at
+	// most 16 KiB plus overhead) may wait in gnet's buffer (SPEC 10).
+	s.lim.asyncCap = s.lim.maxHeader + int(s.lim.maxPreAuth) + 2*14 + 17<<10
 	for _, o := range c.Origins.Allowed {
 		s.origins[strings.ToLower(o)] = struct{}{}
 	}
