@@ -272,6 +272,7 @@ func startHordeGateway(t *testing.T) *wsraw.Gateway {
   max_pending_auth: 20000`,
 		"ratelimit": `
   per_connection: {messages: 100000, window: 1s}
+  frames_per_connection: {count: 100000, window: 1s}
   handshakes_per_ip: {count: 100000, window: 10s}`,
 	})
 }

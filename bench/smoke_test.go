@@ -50,6 +50,7 @@ limits:
   max_connections_per_ip: 10000
 ratelimit:
   per_connection: {messages: 10000000, window: 1s}
+  frames_per_connection: {count: 10000000, window: 1s}
   per_subject: {messages: 100000000, window: 1s}
   handshakes_per_ip: {count: 100000, window: 1s}
 admin:

@@ -91,6 +91,7 @@ func clusterNodes(t *testing.T, redisURL string, n int, extra ...option) []*gate
   on_failure: local`, redisURL)),
 		with("ratelimit", `
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 100, window: 10s}
   handshakes_per_ip: {count: 100000, window: 10s}`),
 		with("limits", `
@@ -206,6 +207,7 @@ func TestClusterRedisFailure(t *testing.T) {
 	// A limit the load never reaches, so every node keeps leasing quota.
 	nodes := clusterNodes(t, rd.URL(), 2, with("ratelimit", `
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 50000, window: 10s}
   handshakes_per_ip: {count: 100000, window: 10s}`))
 	var stop atomic.Bool
@@ -269,6 +271,7 @@ func TestClusterDrain(t *testing.T) {
 	rd := startRedis(t)
 	nodes := clusterNodes(t, rd.URL(), 3, with("ratelimit", `
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 1000000, window: 10s}
   handshakes_per_ip: {count: 100000, window: 10s}`))
 	front := startHAProxy(t, nodes)

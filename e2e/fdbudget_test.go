@@ -158,6 +158,7 @@ func TestDescriptorBudgetEveryKind(t *testing.T) {
   max_pending_auth: 100000`), with("ratelimit", `
   handshakes_per_ip: {count: 100000, window: 10s}
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 1000000, window: 10s}`), with("redis", fmt.Sprintf(`
   url: %q
   on_failure: local`, rd.URL())))

@@ -130,6 +130,7 @@ func TestMoreConnectionsThanRealFileLimit(t *testing.T) {
   max_pending_auth: 100000`), with("ratelimit", `
   handshakes_per_ip: {count: 1000000, window: 10s}
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 100000000, window: 10s}`), with("log", `
   format: json
   level: warn`))

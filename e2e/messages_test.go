@@ -175,6 +175,7 @@ func TestSlowConsumer(t *testing.T) {
   handshake_timeout: 2s
   write_buffer_bytes: 256KiB`), with("ratelimit", `
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 100000, window: 10s}`))
 		r := g.authed(t, aliceToken)
 		msg := strings.Repeat("x", 60000)

@@ -18,6 +18,7 @@ func TestSlowConsumerCloseFrame(t *testing.T) {
   write_buffer_bytes: 256KiB`)
 	rates := with("ratelimit", `
   per_connection: {messages: 100000, window: 10s}
+  frames_per_connection: {count: 100000, window: 10s}
   per_subject: {messages: 100000, window: 10s}`)
 	eachTransport(t, func(t *testing.T, tr wsraw.Transport) {
 		g := startGatewayOn(t, tr, limits, rates)

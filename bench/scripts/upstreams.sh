@@ -23,6 +23,7 @@ limits: {max_connections_per_ip: 100000, max_pending_auth: 100000}
 ratelimit:
   handshakes_per_ip: {count: 1000000, window: 10s}
   per_connection: {messages: 10000000, window: 10s}
+  frames_per_connection: {count: 10000000, window: 10s}
   per_subject: {messages: 100000000, window: 10s}
 upstreams:
   - {name: demo, type: builtin}

@@ -258,6 +258,7 @@ limits:
   max_pending_auth: 100000
 ratelimit:
   per_connection: {messages: 100000000, window: 1s}
+  frames_per_connection: {count: 100000000, window: 1s}
   per_subject: {messages: 1000000000, window: 1s}
   handshakes_per_ip: {count: 1000000, window: 1s}
 admin:
