@@ -44,7 +44,10 @@ func TestConnectionDescriptors(t *testing.T) {
 	before, counted := openFDs(t), b.Count(fdbudget.HTTP)
 	const n = 20
 	for i := 1; i <= n; i++ {
-		pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"sleep","params":{"ms":500}}`, i))
+		// Long enough that all 20 are in flight at once on a loaded
+		// machine: one answered early would lend its connection to a
+		// later request, and fewer than 19 would be dialled.
+		pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"sleep","params":{"ms":4000}}`, i))
 	}
 	// The server runs in this process: each connection is two descriptors
 	// here, one of them ours. (The first request's connection is reused.)
