@@ -135,19 +135,23 @@ func (s *Server) work() {
 // reply buffer to reuse. A panic is the message's connection's alone: it
 // is closed with 1011 and the worker carries on.
 func (s *Server) serve(out []byte, j job) (reuse []byte) {
+	msg := j.msg // nil once given back: a panic in Deliver must not put it twice
 	defer func() {
 		if r := recover(); r != nil {
 			s.panicked(j.sess, r)
-			upstream.PutBuffer(j.msg)
+			if msg != nil {
+				upstream.PutBuffer(msg)
+			}
 			reuse = make([]byte, 0, 4096) // the reply was cut short
 		}
 	}()
 	if j.sess.closed.Load() {
-		upstream.PutBuffer(j.msg)
+		upstream.PutBuffer(msg)
 		return out
 	}
-	out = s.Handle(out[:0], j.msg)
-	upstream.PutBuffer(j.msg)
+	out = s.Handle(out[:0], msg)
+	upstream.PutBuffer(msg)
+	msg = nil
 	// Checked again after the work, and after Close set the flag,
 	// so that no Deliver starts once Close has returned.
 	if len(out) > 0 && !j.sess.closed.Load() && !s.closed.Load() {
