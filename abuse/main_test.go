@@ -12,6 +12,10 @@ import (
 var gatewayBin string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(floodAddrEnv); addr != "" {
+		pingFlood(addr) // this process is TestPreAuthPingFloodBystander's flooder
+		return
+	}
 	bin, dir, err := wsraw.Build(false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -55,6 +55,7 @@ type conn struct {
 	tlsFull       bool  // pumpTLS stopped at the decrypted-input cap
 	flushUntil    int64 // closing: everything must be in the kernel by then (ns)
 	lastInput     int64 // when bytes last arrived (ns; OnTraffic)
+	discarded     int64 // bytes read and dropped since shut
 	lingerUntil   int64 // half-closed: close by then if the client has not (ns)
 	noLinger      bool  // after a 431: read nothing more while lingering
 	ticketChecked bool
@@ -74,6 +75,10 @@ func (c *conn) onTraffic() gnet.Action {
 		in, _ := c.gc.Peek(-1)
 		if len(in) > 0 {
 			_, _ = c.gc.Discard(len(in))
+			c.discarded += int64(len(in))
+			if c.floodingClose() {
+				return gnet.Close
+			}
 		}
 		return gnet.None
 	}

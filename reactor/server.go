@@ -441,10 +441,20 @@ func (s *Server) holdFD(gc gnet.Conn) {
 		return // no descriptor to spare: plain close
 	}
 	s.heldFDs.Add(1)
-	time.AfterFunc(lingerTime, func() {
+	// Closed after lingerTime, once the kernel has delivered every byte of
+	// the answer (a close over unread input resets away what it holds), or
+	// at flushGrace for a reader that takes nothing.
+	cut := time.Now().Add(flushGrace)
+	var release func()
+	release = func() {
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil && n > 0 && time.Now().Before(cut) {
+			time.AfterFunc(sweepEvery, release)
+			return
+		}
 		_ = unix.Close(fd)
 		s.heldFDs.Add(-1)
-	})
+	}
+	time.AfterFunc(lingerTime, release)
 }
 
 // releaseAdmission gives back the connection's per-IP slot and its

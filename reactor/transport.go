@@ -204,6 +204,38 @@ func (c *conn) kernelSent() bool {
 	return err != nil || n == 0
 }
 
+// Discarding a flood while lingering costs the loop as much as reading it
+// did: four flooders discarded for a whole lingerTime took the loops from
+// every other client (SPEC 10). A closing client that sends on past
+// lingerDiscard bytes is no longer read at all: once gnet has handed the
+// kernel every byte of the answer, the socket is half-closed and held out
+// of the loop (holdFD) like after a 431, and the kernel's receive window
+// stalls the sender for free. A reset then would lose the answer the
+// kernel still holds. A flooder that does not read its answer either (gnet
+// still holds bytes of it) is cut after lingerDiscardMax.
+const (
+	lingerDiscard    = 64 << 10
+	lingerDiscardMax = 1 << 20
+)
+
+// floodingClose reports a closing connection whose client sends on past
+// the discard allowance: close it now (held, or cut).
+func (c *conn) floodingClose() bool {
+	if c.discarded <= lingerDiscard {
+		return false
+	}
+	if c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
+		return c.discarded > lingerDiscardMax
+	}
+	if c.lingerUntil == 0 {
+		if err := unix.Shutdown(c.gc.Fd(), unix.SHUT_WR); err != nil {
+			return true // the client is gone already
+		}
+	}
+	c.srv.holdFD(c.gc)
+	return true
+}
+
 // lingerStep is linger outside OnTraffic (sweeper, queued task).
 func (c *conn) lingerStep(now int64) {
 	if c.linger(now) == gnet.Close {
