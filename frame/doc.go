@@ -34,8 +34,10 @@ A header is 2 to 14 bytes. Client frames are always masked; server frames never
 are, so a server header is 2, 4 or 10 bytes (MaxHeaderLen).
 
 Reading is zero-copy and never blocks. The reactor hands Next everything it has
-buffered; Next either consumes one whole frame (n > 0) or asks for more bytes
-(n == 0), or fails with a *CloseError naming the close code to send:
+buffered; Next either consumes bytes (n > 0: a whole frame, or the header and
+payload so far of a data frame still arriving, which it streams into the
+message buffer), or asks for more (n == 0: part of a header or of a control
+frame), or fails with a *CloseError naming the close code to send:
 
 	for {
 		ev, n, err := rd.Next(in, limit)
@@ -48,6 +50,7 @@ buffered; Next either consumes one whole frame (n > 0) or asks for more bytes
 		in = in[n:]
 		consumed += n
 		switch ev.Kind {
+		case frame.None: // a fragment or part of a payload: nothing yet
 		case frame.Text: // ev.Payload
 		case frame.Ping: // answer with AppendPong(out, ev.Payload)
 		case frame.Close: // ev.CloseCode, ev.CloseReason
@@ -55,9 +58,16 @@ buffered; Next either consumes one whole frame (n > 0) or asks for more bytes
 	}
 	c.Discard(consumed)
 
-Next unmasks a payload in place, and only in a frame it consumes, so bytes it
+Next unmasks a payload in place, and only in bytes it consumes, so bytes it
 leaves buffered are never modified: the reactor may peek them again, even from
 a fresh copy (gnet copies data that wraps its ring buffer).
+
+Memory for messages that have not all arrived is bounded twice: a message
+buffer is sized from the header (exactly, for a message of one frame; by a
+quarter more each time, for a fragmented one), never doubled; and when the
+Reader has a Budget, every buffer is reserved in it first, so all
+connections together hold at most Budget.Max bytes. A reservation that would
+pass it fails with close 1013 "Try again later" (SPEC 10).
 
 The functions here never call ws.ReadFrame or wsutil.ReadMessage: those
 allocate the length the peer declares, uncapped.

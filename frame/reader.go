@@ -62,12 +62,18 @@ func (e *CloseError) Error() string {
 const (
 	reasonTooBig      = "Message too big"
 	reasonInvalidUTF8 = "Invalid UTF-8"
+	reasonBudget      = "Try again later"
 )
+
+// StatusTryAgainLater (1013, RFC 6455 7.4.2 via the IANA registry) is not
+// among gobwas/ws's constants.
+const StatusTryAgainLater ws.StatusCode = 1013
 
 // Errors are built on the failure path only (once per connection at most), so
 // the happy path stays free of allocations, and each caller gets its own value.
 func tooBig() error      { return &CloseError{ws.StatusMessageTooBig, reasonTooBig} }
 func invalidUTF8() error { return &CloseError{ws.StatusInvalidFramePayloadData, reasonInvalidUTF8} }
+func overBudget() error  { return &CloseError{StatusTryAgainLater, reasonBudget} }
 func protocolError(reason string) error {
 	return &CloseError{ws.StatusProtocolError, "Protocol error: " + reason}
 }
@@ -96,47 +102,90 @@ func headerError(err error) error {
 // Reader reads the frames of one connection. Its zero value is ready to use.
 // It is not safe for concurrent use: it belongs to the connection's event loop.
 //
-// It keeps only what spans frames: whether a fragmented message is open, its
-// opcode, and its bytes so far. The running total of that message is
-// len(buf), since every fragment payload is copied there.
+// It keeps only what spans frames: whether a message is open (fragmented,
+// or one frame whose payload has not all arrived), its opcode, and its bytes
+// so far. The running total of that message is len(buf), since every data
+// payload that is not returned in place is copied there.
+//
+// A data frame whose payload is not all buffered is streamed: Next consumes
+// its header and whatever payload has arrived into buf, sized from the
+// header, and so on as more arrives. So the reactor's inbound buffer never
+// holds more than a partial header or control frame, and a partially
+// received message costs its declared size once, not the 3-4x of a doubling
+// byte buffer and its copies (SPEC 10).
 type Reader struct {
-	// buf holds the fragments of the open message. It is nil until a
-	// fragment carries bytes, grows only as bytes arrive, never beyond the
-	// limit, and is kept for reuse until Release.
+	// Budget, when set, is reserved for buf's capacity before it is
+	// allocated and released when buf is dropped (Release, Free).
+	Budget *Budget
+
+	// buf holds the bytes of the open message. It is nil until it carries
+	// bytes, is sized from the frame header (exactly, for a message of one
+	// frame), grows by a quarter at least otherwise, never beyond the limit,
+	// and is kept for reuse until Release.
 	buf []byte
 	// checked is how much of buf is known to be complete, valid UTF-8 (text
 	// only), so that each byte is validated once and bad text fails on the
-	// fragment that makes it bad.
+	// bytes that make it bad.
 	checked    int
-	op         ws.OpCode // of the open fragmented message
+	op         ws.OpCode // of the open message
 	fragmented bool
+
+	// The frame being streamed: payload bytes still to come, its mask and
+	// how far into the payload the mask has been applied, its FIN bit.
+	remain  int64
+	mask    [4]byte
+	maskOff int
+	fin     bool
 }
 
-// Open reports whether a fragmented message is open: its first fragment
-// was read and its final one was not yet.
-func (r *Reader) Open() bool { return r.fragmented }
+// Open reports whether a message is open: a fragmented message whose final
+// fragment was not read yet, or a frame whose payload has not all arrived.
+func (r *Reader) Open() bool { return r.fragmented || r.remain > 0 }
 
-// Release drops the fragment buffer, so an idle connection holds none. Call it
+// InFrame reports whether the next bytes Next reads are the rest of a
+// frame's payload, not a header: the frame was counted when it began.
+func (r *Reader) InFrame() bool { return r.remain > 0 }
+
+// Release drops the message buffer, so an idle connection holds none. Call it
 // once the Text or Binary event that returned the buffer has been handled. It
-// does nothing while a fragmented message is open: the buffer holds its bytes.
+// does nothing while a message is open: the buffer holds its bytes.
 func (r *Reader) Release() {
-	if !r.fragmented {
-		r.buf = nil
-		r.checked = 0
+	if !r.Open() {
+		r.drop()
 	}
+}
+
+// Free drops the message buffer and its reservation even if a message is
+// open: the connection is over.
+func (r *Reader) Free() {
+	r.drop()
+	r.fragmented = false
+	r.remain = 0
+}
+
+func (r *Reader) drop() {
+	r.Budget.release(int64(cap(r.buf)))
+	r.buf = nil
+	r.checked = 0
 }
 
 // Next reads one frame from in, which holds every buffered inbound byte, and
 // enforces limit, the maximum size of a message in bytes (limit >= 0).
 //
-// It returns n > 0 when it consumed a frame of n bytes; the event says what
-// it was (Kind None for a non-final fragment). It returns n == 0 and no error
-// when in does not hold a whole frame yet: keep the bytes and call again with
-// more. A too-big message is refused as soon as its header is present.
+// It returns n > 0 when it consumed n bytes: a whole frame, or (a data frame
+// not all buffered) its header and the payload bytes that have arrived, or
+// more of them. The event says what completed: Kind None for a non-final
+// fragment or a frame still streaming. It returns n == 0 and no error when
+// in does not hold enough to go on (part of a header, of a control frame):
+// keep the bytes and call again with more. A too-big message is refused as
+// soon as its header is present.
 //
 // Any error is a *CloseError, returned with n == 0; the connection is over and
 // in may have been modified.
 func (r *Reader) Next(in []byte, limit int64) (ev Event, n int, err error) {
+	if r.remain > 0 {
+		return r.stream(in, 0)
+	}
 	h, hn, err := ParseHeader(in)
 	if err != nil || hn == 0 {
 		return Event{}, 0, err
@@ -158,7 +207,15 @@ func (r *Reader) Next(in []byte, limit int64) (ev Event, n int, err error) {
 		return Event{}, 0, tooBig()
 	}
 	if h.Length > int64(len(in)-hn) {
-		return Event{}, 0, nil // within the limit: wait for the rest
+		if !h.OpCode.IsData() {
+			return Event{}, 0, nil // a control frame: 125 bytes at most, wait
+		}
+		// Stream it: the payload goes to buf as it arrives.
+		if err := r.begin(h, limit); err != nil {
+			return Event{}, 0, err
+		}
+		r.remain, r.mask, r.maskOff, r.fin = h.Length, h.Mask, 0, h.Fin
+		return r.stream(in[hn:], hn)
 	}
 
 	end := hn + int(h.Length)
@@ -191,26 +248,63 @@ func (r *Reader) Next(in []byte, limit int64) (ev Event, n int, err error) {
 		return Event{Kind: Binary, Payload: p}, end, nil
 	}
 
-	if !r.fragmented {
-		// First fragment. A buffer kept from a bigger limit is let go so that
-		// the buffer never exceeds the limit in force.
-		if int64(cap(r.buf)) > limit {
-			r.buf = nil
-		}
-		r.buf = r.buf[:0]
-		r.checked = 0
-		r.op = h.OpCode
-		r.fragmented = true
+	if err := r.begin(h, limit); err != nil {
+		return Event{}, 0, err
 	}
-	r.append(p, limit)
-
+	r.buf = append(r.buf, p...) // begin made room
 	if r.op == ws.OpText && !r.validUTF8(h.Fin) {
 		return Event{}, 0, invalidUTF8()
 	}
 	if !h.Fin {
 		return Event{}, end, nil
 	}
+	return r.complete(), end, nil
+}
 
+// begin opens the message if the data frame h starts one and makes room in
+// buf for its whole payload. Next has checked the limit.
+func (r *Reader) begin(h ws.Header, limit int64) error {
+	first := !r.fragmented
+	if first {
+		// A buffer kept from a bigger limit is let go so that the buffer
+		// never exceeds the limit in force.
+		if int64(cap(r.buf)) > limit {
+			r.drop()
+		}
+		r.buf = r.buf[:0]
+		r.checked = 0
+		r.op = h.OpCode
+	}
+	if !h.Fin {
+		r.fragmented = true
+	}
+	return r.grow(len(r.buf)+int(h.Length), limit, first && h.Fin)
+}
+
+// stream consumes payload bytes of the frame being streamed from in; hn is
+// the length of its header, consumed with them.
+func (r *Reader) stream(in []byte, hn int) (Event, int, error) {
+	k := int(min(r.remain, int64(len(in))))
+	if k == 0 && hn == 0 {
+		return Event{}, 0, nil
+	}
+	p := in[:k]
+	ws.Cipher(p, r.mask, r.maskOff)
+	r.maskOff += k
+	r.remain -= int64(k)
+	r.buf = append(r.buf, p...) // begin made room for the whole frame
+	last := r.remain == 0 && r.fin
+	if r.op == ws.OpText && !r.validUTF8(last) {
+		return Event{}, 0, invalidUTF8()
+	}
+	if !last {
+		return Event{}, hn + k, nil
+	}
+	return r.complete(), hn + k, nil
+}
+
+// complete closes the message whose last byte buf now holds and returns it.
+func (r *Reader) complete() Event {
 	r.fragmented = false
 	kind := Binary
 	if r.op == ws.OpText {
@@ -219,33 +313,42 @@ func (r *Reader) Next(in []byte, limit int64) (ev Event, n int, err error) {
 	msg := r.buf[:len(r.buf):len(r.buf)]
 	r.buf = r.buf[:0]
 	r.checked = 0
-	return Event{Kind: kind, Payload: msg}, end, nil
+	return Event{Kind: kind, Payload: msg}
 }
 
-// append copies a fragment payload into the buffer. Next has checked that
-// len(r.buf)+len(p) <= limit. It grows by doubling, never beyond limit, with
-// make rather than append, whose growth would round the capacity up past it.
-func (r *Reader) append(p []byte, limit int64) {
-	need := len(r.buf) + len(p)
-	if need > cap(r.buf) {
-		c := max(need, 2*cap(r.buf), minBuf)
+// grow makes cap(r.buf) >= need (need <= limit), reserving the growth in the
+// budget. A message of one frame gets exactly its size; a fragmented one
+// grows by at least a quarter (never doubling: a held byte costs at most
+// 1.25 bytes), from minBuf, never beyond limit. It uses make rather than
+// append, whose growth would round the capacity up past either.
+func (r *Reader) grow(need int, limit int64, exact bool) error {
+	if need <= cap(r.buf) {
+		return nil
+	}
+	c := need
+	if !exact {
+		c = max(need, cap(r.buf)+cap(r.buf)/4, minBuf)
 		if int64(c) > limit {
 			c = int(limit) // >= need
 		}
-		b := make([]byte, len(r.buf), c)
-		copy(b, r.buf)
-		r.buf = b
 	}
-	r.buf = append(r.buf, p...)
+	if !r.Budget.reserve(int64(c - cap(r.buf))) {
+		return overBudget()
+	}
+	b := make([]byte, len(r.buf), c)
+	copy(b, r.buf)
+	r.buf = b
+	return nil
 }
 
 // minBuf is the first capacity of a fragment buffer (limit permitting), so
 // that a message sent in tiny fragments does not reallocate on each one.
 const minBuf = 512
 
-// validUTF8 validates the unchecked part of the buffered text. Before the final
-// fragment, a trailing rune that the next fragment may still complete is left
-// for later; any other invalid byte fails now (fail fast, RFC 6455 8.1).
+// validUTF8 validates the unchecked part of the buffered text. Before the
+// message's last byte, a trailing rune that the next bytes may still complete
+// is left for later; any other invalid byte fails now (fail fast, RFC 6455
+// 8.1).
 func (r *Reader) validUTF8(final bool) bool {
 	p := r.buf[r.checked:]
 	if final {

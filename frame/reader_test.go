@@ -232,31 +232,99 @@ func TestParseHeaderNeedsMore(t *testing.T) {
 	}
 }
 
-func TestPartialPayloadWaitsUntouched(t *testing.T) {
+// A partial header waits untouched; a data frame whose payload is not all
+// here is streamed into a buffer of exactly its size, reserved in the budget
+// until Release.
+func TestPartialPayloadStreams(t *testing.T) {
 	in := text("hello, world").bytes()
 	orig := bytes.Clone(in)
-	var rd Reader
-	for i := range len(in) {
+	const hdr = 6 // 2 + mask
+	b := NewBudget(1 << 20)
+	rd := Reader{Budget: b}
+	for i := range hdr {
 		_, n, ce := next(t, &rd, in[:i], testLimit)
-		if n != 0 || ce != nil {
-			t.Fatalf(
-				"%d of %d bytes: n=%d err=%v",
-				i, len(in), n, ce,
-			)
-		}
-		if !bytes.Equal(in, orig) {
-			t.Fatalf(
-				"%d bytes: Next modified bytes it did not consume",
-				i,
-			)
+		if n != 0 || ce != nil || !bytes.Equal(in, orig) {
+			t.Fatalf("%d header bytes: n=%d err=%v, or modified", i, n, ce)
 		}
 	}
-	ev, n, ce := next(t, &rd, in, testLimit)
-	if ce != nil || n != len(in) || string(ev.Payload) != "hello, world" {
-		t.Fatalf(
-			"n=%d err=%v payload=%q",
-			n, ce, ev.Payload,
-		)
+	ev, n, ce := next(t, &rd, in[:hdr+3], testLimit)
+	if ce != nil || n != hdr+3 || ev.Kind != None || !rd.Open() || !rd.InFrame() {
+		t.Fatalf("header and 3 bytes: n=%d err=%v ev=%+v open=%v", n, ce, ev, rd.Open())
+	}
+	if cap(rd.buf) != 12 || b.Used() != 12 {
+		t.Fatalf("buffer cap %d, budget used %d, want 12 (the declared size)", cap(rd.buf), b.Used())
+	}
+	ev, n, ce = next(t, &rd, in[hdr+3:hdr+5], testLimit)
+	if ce != nil || n != 2 || ev.Kind != None {
+		t.Fatalf("2 more bytes: n=%d err=%v ev=%+v", n, ce, ev)
+	}
+	if _, n, _ := next(t, &rd, nil, testLimit); n != 0 {
+		t.Fatalf("no bytes: n=%d", n)
+	}
+	ev, n, ce = next(t, &rd, in[hdr+5:], testLimit)
+	if ce != nil || n != len(in)-hdr-5 || ev.Kind != Text || string(ev.Payload) != "hello, world" {
+		t.Fatalf("rest: n=%d err=%v ev=%+v", n, ce, ev)
+	}
+	if rd.Open() || rd.InFrame() {
+		t.Fatal("message still open")
+	}
+	rd.Release()
+	if b.Used() != 0 {
+		t.Fatalf("budget used %d after Release", b.Used())
+	}
+}
+
+// A message whose buffer would pass the budget gets 1013; Free gives back
+// what an open message held.
+func TestBudgetRefuses(t *testing.T) {
+	b := NewBudget(100)
+	// Next unmasks what it consumes: each reader gets its own copy.
+	frame := func() []byte { return cf{op: ws.OpText, payload: bytes.Repeat([]byte("a"), 80)}.bytes() }
+	big := frame()
+	one := Reader{Budget: b}
+	if _, n, ce := next(t, &one, big[:20], testLimit); n != 20 || ce != nil {
+		t.Fatalf("first: n=%d err=%v", n, ce)
+	}
+	two := Reader{Budget: b}
+	_, _, ce := next(t, &two, frame()[:20], testLimit)
+	wantCode(t, ce, StatusTryAgainLater)
+	if ce.Reason != "Try again later" || b.Used() != 80 {
+		t.Fatalf("reason %q, used %d", ce.Reason, b.Used())
+	}
+	one.Free()
+	if b.Used() != 0 || one.Open() {
+		t.Fatalf("after Free: used %d, open %v", b.Used(), one.Open())
+	}
+	three := Reader{Budget: b}
+	big = frame()
+	if ev, n, ce := next(t, &three, big, testLimit); n != len(big) || ce != nil || ev.Kind != Text {
+		t.Fatalf("whole frame after Free: n=%d err=%v", n, ce)
+	}
+	// A whole frame is returned in place: nothing reserved.
+	if b.Used() != 0 {
+		t.Fatalf("used %d for an in-place message", b.Used())
+	}
+}
+
+// Fragments grow the buffer by a quarter at least, never doubling.
+func TestFragmentGrowth(t *testing.T) {
+	b := NewBudget(1 << 30)
+	rd := Reader{Budget: b}
+	part := bytes.Repeat([]byte("a"), 1000)
+	f := cf{op: ws.OpText, notFin: true, payload: part}.bytes()
+	if _, n, ce := next(t, &rd, f, 1<<20); n != len(f) || ce != nil {
+		t.Fatalf("first: n=%d err=%v", n, ce)
+	}
+	held := 1000
+	for range 50 {
+		f := cf{op: ws.OpContinuation, notFin: true, payload: part}.bytes()
+		if _, n, ce := next(t, &rd, f, 1<<20); n != len(f) || ce != nil {
+			t.Fatalf("fragment: n=%d err=%v", n, ce)
+		}
+		held += 1000
+		if c := cap(rd.buf); float64(c) > 1.25*float64(held)+1000 || int64(c) != b.Used() {
+			t.Fatalf("held %d: cap %d, budget %d", held, c, b.Used())
+		}
 	}
 }
 
@@ -265,13 +333,13 @@ func TestTooBigFromHeader(t *testing.T) {
 	var rd Reader
 	// At the limit: accepted, and waited for.
 	at := cf{op: ws.OpText, payload: bytes.Repeat([]byte("a"), limit)}.bytes()
-	if _, n, ce := next(t, &rd, at[:10], limit); n != 0 || ce != nil {
+	if _, n, ce := next(t, &rd, at[:10], limit); n != 10 || ce != nil {
 		t.Fatalf(
 			"limit-sized frame, partial: n=%d err=%v",
 			n, ce,
 		)
 	}
-	if _, n, ce := next(t, &rd, at, limit); n != len(at) || ce != nil {
+	if _, n, ce := next(t, &rd, at[10:], limit); n != len(at)-10 || ce != nil {
 		t.Fatalf(
 			"limit-sized frame: n=%d err=%v",
 			n, ce,

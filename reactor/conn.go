@@ -132,6 +132,7 @@ func (c *conn) traffic() gnet.Action {
 		if c.sess.State != session.Open {
 			limit = c.srv.lim.maxPreAuth
 		}
+		mid := c.rd.InFrame() // more of a frame counted when it began
 		ev, n, err := c.rd.Next(in, limit)
 		if err != nil {
 			ce, _ := err.(*frame.CloseError)
@@ -139,8 +140,11 @@ func (c *conn) traffic() gnet.Action {
 			if ce != nil {
 				code, reason = ce.Code, ce.Reason
 			}
-			if code == ws.StatusMessageTooBig {
+			switch code {
+			case ws.StatusMessageTooBig:
 				c.srv.m.Rejected.WithLabelValues("too_big").Inc()
+			case frame.StatusTryAgainLater:
+				c.srv.m.Rejected.WithLabelValues("buffer_budget").Inc()
 			}
 			c.consume(-1)
 			return c.fail(code, reason)
@@ -150,7 +154,7 @@ func (c *conn) traffic() gnet.Action {
 		}
 		in = in[n:]
 		consumed += n
-		if !c.frameAllowed(now) {
+		if !mid && !c.frameAllowed(now) {
 			c.srv.m.RateLimit.WithLabelValues("frames", "deny").Inc()
 			c.consume(-1)
 			return c.fail(ws.StatusPolicyViolation, "Rate limit exceeded")

@@ -35,6 +35,7 @@ import (
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/fdbudget"
+	"github.com/mcpgate/gateway/frame"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/mcpgate/gateway/session"
@@ -115,6 +116,7 @@ type Server struct {
 	m       *metrics.Metrics
 	table   *session.Table
 	ipRate  *ratelimit.Keyed[netip.Addr]
+	held    *frame.Budget // limits.max_buffered_bytes: partial messages' buffers
 
 	eng      gnet.Engine
 	engReady chan struct{}
@@ -202,6 +204,7 @@ func New(o Options) (*Server, error) {
 	for i, r := range o.Routes {
 		s.routes[r.Path] = i
 	}
+	s.held = frame.NewBudget(max(int64(c.Limits.MaxBufferedBytes), s.lim.maxMsg))
 	hr := c.RateLimit.HandshakesPerIP
 	s.ipRate = ratelimit.NewIPLimiter(ratelimit.Limit{N: hr.Count, Window: time.Duration(hr.Window)})
 	for _, a := range c.Listen {
@@ -329,6 +332,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s.accepted.Add(1)
 	s.m.ConnectionsOpen.Inc()
 	c := &conn{srv: s, gc: gc}
+	c.rd.Budget = s.held
 	c.sess.Opened = now
 	c.sess.LastSeen = now
 	c.sess.Conn = c
@@ -428,11 +432,16 @@ func (s *Server) admit(c *conn, now int64) {
 	}
 }
 
-// holdFD keeps a half-closed socket open for lingerTime on a duplicate
-// descriptor, out of the event loop, so that the answer written before is
-// not reset away while nothing more is read. The duplicates count against
-// max_connections (OnOpen), since they hold descriptors.
-func (s *Server) holdFD(gc gnet.Conn) {
+// holdFD keeps a half-closed socket open on a duplicate descriptor, out of
+// the event loop, so that the answer written before is not reset away.
+// The duplicates count against max_connections (OnOpen), since they hold
+// descriptors. Every sweepEvery it discards at most holdDrain bytes of the
+// client's input (none with drain false: after a 431 nothing more is read),
+// so a client still sending moves slowly and costs the loop nothing. It
+// closes once the kernel has delivered every byte of the answer and, when
+// draining, the client has been quiet for lingerTime (nothing unread: FIN,
+// no reset); at flushGrace in any case.
+func (s *Server) holdFD(gc gnet.Conn, drain bool) {
 	if b := s.opt.Descriptors; b != nil && b.Free() < 1 {
 		return // the duplicate would eat into the accept headroom
 	}
@@ -441,20 +450,48 @@ func (s *Server) holdFD(gc gnet.Conn) {
 		return // no descriptor to spare: plain close
 	}
 	s.heldFDs.Add(1)
-	// Closed after lingerTime, once the kernel has delivered every byte of
-	// the answer (a close over unread input resets away what it holds), or
-	// at flushGrace for a reader that takes nothing.
-	cut := time.Now().Add(flushGrace)
-	var release func()
-	release = func() {
-		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil && n > 0 && time.Now().Before(cut) {
-			time.AfterFunc(sweepEvery, release)
+	now := time.Now()
+	quiet, cut := now.Add(lingerTime), now.Add(flushGrace)
+	var tick func()
+	tick = func() {
+		now := time.Now()
+		if drain && discardInput(fd, holdDrain) {
+			quiet = now.Add(lingerTime)
+		}
+		if now.Before(cut) && (now.Before(quiet) || !sentAll(fd) || drain && unread(fd)) {
+			time.AfterFunc(sweepEvery, tick)
 			return
 		}
 		_ = unix.Close(fd)
 		s.heldFDs.Add(-1)
 	}
-	time.AfterFunc(lingerTime, release)
+	time.AfterFunc(sweepEvery, tick)
+}
+
+// holdDrain is what a held socket discards per sweepEvery: 640 KiB/s.
+const holdDrain = 64 << 10
+
+// discardSink is never written: MSG_TRUNC makes TCP drop the bytes without
+// copying them (Linux tcp(7)).
+var discardSink = make([]byte, holdDrain)
+
+// discardInput drops up to n bytes the client sent and reports whether
+// there were any.
+func discardInput(fd, n int) bool {
+	got, _, err := unix.Recvfrom(fd, discardSink[:n], unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+	return err == nil && got > 0
+}
+
+// sentAll reports that the kernel holds none of our bytes undelivered.
+func sentAll(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	return err != nil || n == 0
+}
+
+// unread reports bytes in the socket's receive queue.
+func unread(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	return err == nil && n > 0
 }
 
 // releaseAdmission gives back the connection's per-IP slot and its
@@ -497,7 +534,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		c.tc.Close()
 		c.plain = nil
 	}
-	c.rd.Release()
+	c.rd.Free() // an open message's buffer and its reservation
 	code := int(c.closeCode)
 	s.m.Close(code)
 	if c.sess.State == session.Handshake {

@@ -39,6 +39,7 @@ func (s *Server) sweep(ctx context.Context) {
 		if n++; n%50 == 0 {
 			s.ipRate.Sweep(time.Now())
 		}
+		s.m.BufferedBytes.Set(float64(s.held.Used()))
 	}
 }
 

@@ -176,7 +176,7 @@ func (c *conn) linger(now int64) gnet.Action {
 		return gnet.Close // the client is gone already
 	}
 	if c.noLinger {
-		c.srv.holdFD(c.gc)
+		c.srv.holdFD(c.gc, false)
 		return gnet.Close
 	}
 	c.lingerUntil = now + int64(lingerTime)
@@ -206,33 +206,27 @@ func (c *conn) kernelSent() bool {
 
 // Discarding a flood while lingering costs the loop as much as reading it
 // did: four flooders discarded for a whole lingerTime took the loops from
-// every other client (SPEC 10). A closing client that sends on past
-// lingerDiscard bytes is no longer read at all: once gnet has handed the
-// kernel every byte of the answer, the socket is half-closed and held out
-// of the loop (holdFD) like after a 431, and the kernel's receive window
-// stalls the sender for free. A reset then would lose the answer the
-// kernel still holds. A flooder that does not read its answer either (gnet
-// still holds bytes of it) is cut after lingerDiscardMax.
-const (
-	lingerDiscard    = 64 << 10
-	lingerDiscardMax = 1 << 20
-)
+// every other client (SPEC 10). So a closing client that sends on past
+// lingerDiscard bytes is moved out of the loop once gnet has handed the
+// kernel every byte of the answer: the socket is half-closed and held
+// (holdFD), drained slowly until the client is quiet, and the flooder
+// stalls on its send window. While gnet still holds bytes of the answer (a
+// reader slower than its backlog) the loop discards on, flushGrace at most:
+// closing then would lose the answer.
+const lingerDiscard = 64 << 10
 
 // floodingClose reports a closing connection whose client sends on past
-// the discard allowance: close it now (held, or cut).
+// the discard allowance and that is now held out of the loop: close it.
 func (c *conn) floodingClose() bool {
-	if c.discarded <= lingerDiscard {
+	if c.discarded <= lingerDiscard || c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
 		return false
-	}
-	if c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
-		return c.discarded > lingerDiscardMax
 	}
 	if c.lingerUntil == 0 {
 		if err := unix.Shutdown(c.gc.Fd(), unix.SHUT_WR); err != nil {
 			return true // the client is gone already
 		}
 	}
-	c.srv.holdFD(c.gc)
+	c.srv.holdFD(c.gc, true)
 	return true
 }
 
