@@ -356,16 +356,16 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 			overCap, pastMargin = true, true
 		}
 	}
-	if c.tc == nil && (overCap || s.draining.Load()) {
-		c.status = 503
-		s.m.Handshakes.WithLabelValues("503").Inc()
-		return httpStatus(503, 1), gnet.Close
-	}
 	if overCap && pastMargin {
-		// A TLS client's 503 costs a handshake and holds the descriptor
-		// for it: past the margin, a flood gets the TCP close.
+		// Past the margin descriptors come first. A TLS client's 503 costs
+		// a handshake and holds the descriptor for it: a flood gets the TCP
+		// close. A plaintext one gets its 503 at once, which a reset may
+		// lose if its request arrives after the close.
 		c.status = 503
 		s.m.Handshakes.WithLabelValues("503").Inc()
+		if c.tc == nil {
+			return httpStatus(503, 1), gnet.Close
+		}
 		return nil, gnet.Close
 	}
 	s.pending.Add(1)
@@ -384,8 +384,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		s.admit(c, now)
 	}
 	if overCap || s.draining.Load() {
-		// Over TLS the 503 is answered once the request is in (as the
-		// refusals admit decides), after the handshake.
+		// The 503 is answered once the request is in (as the refusals
+		// admit decides; over TLS after the handshake): written before the
+		// request arrived, it could be reset away by it (behind HAProxy,
+		// whose PROXY header is unread, it was: the client saw EOF).
 		c.reject, c.retryAfter = 503, 1
 	}
 	s.table.Add(&c.sess)
