@@ -78,12 +78,13 @@ var (
 
 // Fixed details, built once so that failing verifications do not allocate.
 var (
-	errTooLong     = fmt.Errorf("%w: longer than %d bytes", ErrMalformed, MaxTokenBytes)
-	errBadSubject  = fmt.Errorf("%w: sub claim missing or not acceptable", ErrMalformed)
-	errBadKid      = fmt.Errorf("%w: kid header is not a string", ErrMalformed)
-	errCritical    = fmt.Errorf("%w: crit header not supported", ErrMalformed)
-	errMissingExp  = fmt.Errorf("%w: exp claim missing or invalid", ErrMalformed)
-	errAlgMismatch = fmt.Errorf("%w: key type does not match alg", ErrBadAlgorithm)
+	errTooLong       = fmt.Errorf("%w: longer than %d bytes", ErrMalformed, MaxTokenBytes)
+	errBadSubject    = fmt.Errorf("%w: sub claim missing or not acceptable", ErrMalformed)
+	errBadKid        = fmt.Errorf("%w: kid header is not a string", ErrMalformed)
+	errCritical      = fmt.Errorf("%w: crit header not supported", ErrMalformed)
+	errMissingExp    = fmt.Errorf("%w: exp claim missing or invalid", ErrMalformed)
+	errTimeNotNumber = fmt.Errorf("%w: exp, nbf or iat is not a JSON number", ErrMalformed)
+	errAlgMismatch   = fmt.Errorf("%w: key type does not match alg", ErrBadAlgorithm)
 )
 
 // Reasons lists every label Reason can return for a non-nil error.

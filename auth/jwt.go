@@ -99,8 +99,52 @@ func (a *Authenticator) keyFor(t *jwt.Token) (any, error) {
 	return k.key, nil
 }
 
+// claims are the registered claims (RFC 7519 4.1) with exp, nbf and iat
+// accepted only as JSON numbers. jwt/v5's NumericDate decodes through
+// json.Number, which also takes a string holding a number ("exp":
+// "9999999999"); RFC 7519 2 defines NumericDate as a JSON numeric value, and
+// a string there is refused as a malformed token.
+type claims struct {
+	Issuer    string           `json:"iss,omitempty"`
+	Subject   string           `json:"sub,omitempty"`
+	Audience  jwt.ClaimStrings `json:"aud,omitempty"`
+	ExpiresAt *numericDate     `json:"exp,omitempty"`
+	NotBefore *numericDate     `json:"nbf,omitempty"`
+	IssuedAt  *numericDate     `json:"iat,omitempty"`
+}
+
+// numericDate is a jwt.NumericDate that decodes from a JSON number only.
+type numericDate struct{ jwt.NumericDate }
+
+// errNotNumber is the decoding error of a time claim that is not a JSON
+// number (it reaches classify wrapped in jwt.ErrTokenMalformed).
+var errNotNumber = errors.New("time claim is not a JSON number")
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	// encoding/json hands over the value's literal without surrounding space
+	// (null never gets here: it leaves the pointer nil).
+	if len(b) == 0 || b[0] != '-' && (b[0] < '0' || b[0] > '9') {
+		return errNotNumber
+	}
+	return d.NumericDate.UnmarshalJSON(b)
+}
+
+func (d *numericDate) get() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
+}
+
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.get(), nil }
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.get(), nil }
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.get(), nil }
+func (c *claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *claims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
 func (a *Authenticator) verifyJWT(token string) (Principal, error) {
-	var claims jwt.RegisteredClaims
+	var claims claims
 	tok, err := a.parser.ParseWithClaims(token, &claims, a.keyfunc)
 	if err != nil {
 		return Principal{}, a.classify(tok, &claims, err)
@@ -116,7 +160,7 @@ func (a *Authenticator) verifyJWT(token string) (Principal, error) {
 
 // classify maps a jwt/v5 error to one of our sentinels. The library's own error
 // text is dropped: it can quote fragments of the decoded token.
-func (a *Authenticator) classify(tok *jwt.Token, claims *jwt.RegisteredClaims, err error) error {
+func (a *Authenticator) classify(tok *jwt.Token, claims *claims, err error) error {
 	var re *reasonError
 	if errors.As(err, &re) { // from keyFor
 		for _, e := range []error{errCritical, errBadKid, errAlgMismatch} {
@@ -127,6 +171,8 @@ func (a *Authenticator) classify(tok *jwt.Token, claims *jwt.RegisteredClaims, e
 		return re
 	}
 	switch {
+	case errors.Is(err, errNotNumber):
+		return errTimeNotNumber
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return ErrMalformed
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):

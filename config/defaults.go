@@ -15,6 +15,17 @@ const (
 	PreAuthFrames = 32
 )
 
+// Client-address prefixes of the per-IP limits (limits.ipv6_prefix and
+// limits.ipv4_prefix): the defaults and the shortest accepted. An IPv6 /64
+// is the usual allocation to one subscriber or host (RFC 6177), so keying
+// on /128 would let one client take 2^64 budgets.
+const (
+	DefaultIPv6Prefix = 64
+	DefaultIPv4Prefix = 32
+	MinIPv6Prefix     = 32
+	MinIPv4Prefix     = 16
+)
+
 // DefaultEnvPassthrough names the variables a stdio child inherits from the
 // gateway when upstreams[].env_passthrough is not set.
 var DefaultEnvPassthrough = []string{"PATH", "HOME", "LANG"}
@@ -49,6 +60,8 @@ func Default() *Config {
 			HandshakeTimeout:    Duration(10 * time.Second),
 			MaxConnections:      0,
 			MaxConnectionsPerIP: 256,
+			IPv6Prefix:          DefaultIPv6Prefix,
+			IPv4Prefix:          DefaultIPv4Prefix,
 			MaxPendingAuth:      20000,
 			IdleTimeout:         Duration(120 * time.Second),
 			PingInterval:        Duration(30 * time.Second),

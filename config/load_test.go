@@ -45,6 +45,7 @@ limits:
   max_header_bytes: 16KiB
   max_connections: 1000
   write_buffer_bytes: 8MB
+  ipv6_prefix: 48
 ratelimit:
   per_connection: {messages: 50, window: 5s}
   handshakes_per_ip: {count: 10, window: 1s}
@@ -80,7 +81,10 @@ log: {format: json, level: debug}
 	if c.Limits.MaxMessageBytes != 2<<20 || c.Limits.MaxPreAuthBytes != 4096 || c.Limits.WriteBufferBytes != 8e6 {
 		t.Errorf("sizes: %+v", c.Limits)
 	}
-	if c.Limits.HandshakeTimeout.D() != 10*time.Second || c.Limits.MaxConnectionsPerIP != 256 {
+	if c.Limits.IPv6Prefix != 48 {
+		t.Errorf("limits.ipv6_prefix = %d, want 48", c.Limits.IPv6Prefix)
+	}
+	if c.Limits.HandshakeTimeout.D() != 10*time.Second || c.Limits.MaxConnectionsPerIP != 256 || c.Limits.IPv4Prefix != 32 {
 		t.Errorf("unset limits lost their defaults: %+v", c.Limits)
 	}
 	if c.RateLimit.PerSubject.Messages != 1000 || c.RateLimit.PerConnection.Window.D() != 5*time.Second {

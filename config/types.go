@@ -97,6 +97,12 @@ type Limits struct {
 	// MessageTimeout is how long a message may take from its first frame to
 	// its last; trickled bytes do not extend it (close 1008 "Message timeout").
 	MessageTimeout Duration `yaml:"message_timeout"`
+	// IPv6Prefix and IPv4Prefix are the prefix lengths that the per-IP
+	// limits (max_connections_per_ip, ratelimit.handshakes_per_ip) key a
+	// client address on: one IPv6 client commonly holds a whole /64, so
+	// its /128s count as one client.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
+	IPv4Prefix int `yaml:"ipv4_prefix"`
 }
 
 // Window is "at most Messages in any Window".

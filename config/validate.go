@@ -280,6 +280,12 @@ func (c *Config) validateLimits(v *validator) {
 		v.add("limits.max_connections", "must be 0 (no cap but the descriptor budget) or positive")
 	}
 	positive(v, "limits.max_connections_per_ip", int64(l.MaxConnectionsPerIP))
+	if l.IPv6Prefix < MinIPv6Prefix || l.IPv6Prefix > 128 {
+		v.add("limits.ipv6_prefix", "%d is not a prefix length from %d to 128", l.IPv6Prefix, MinIPv6Prefix)
+	}
+	if l.IPv4Prefix < MinIPv4Prefix || l.IPv4Prefix > 32 {
+		v.add("limits.ipv4_prefix", "%d is not a prefix length from %d to 32", l.IPv4Prefix, MinIPv4Prefix)
+	}
 	positive(v, "limits.max_pending_auth", int64(l.MaxPendingAuth))
 	positive(v, "limits.idle_timeout", int64(l.IdleTimeout))
 	positive(v, "limits.ping_interval", int64(l.PingInterval))

@@ -5,7 +5,9 @@
 // exposition is a classic source of subtle format bugs.
 //
 // Labels are always from small fixed sets (results, close codes, reasons,
-// upstream names from the config); never a subject, an address or a token.
+// upstream names from the config); never a value a client chooses: no
+// subject, address, token, method, path, Origin, user agent or close reason,
+// and a close code outside the registered ones is "other" (CloseLabels).
 package metrics
 
 import (
@@ -115,13 +117,11 @@ var PanicSites = []string{"loop", "upstream", "builtin"}
 type counterBox struct{ c prometheus.Counter }
 
 // Close counts one closed connection. The close-code label comes from a
-// fixed set (SPEC 10): 0 (no close frame), the IANA-registered codes
-// 1000-1015, and "other" for anything a client may choose (3000-4999), so a
-// hostile client cannot mint label values. Counters are cached so the close
-// path does no label hashing.
+// fixed set (SPEC 10, [CloseLabel]), so a hostile client cannot mint label
+// values. Counters are cached so the close path does no label hashing.
 func (m *Metrics) Close(code int) {
 	if code < 0 || code >= len(m.closeByCode) {
-		code = len(m.closeByCode) - 1
+		code = len(m.closeByCode) - 1 // not registered: "other"
 	}
 	b := m.closeByCode[code].Load()
 	if b == nil {
@@ -131,9 +131,25 @@ func (m *Metrics) Close(code int) {
 	b.c.Inc()
 }
 
-// CloseLabel is the gateway_closes_total label of a close code.
+// CloseLabels are the values of gateway_closes_total's code label: "0" (the
+// connection closed without a WebSocket close: before the upgrade, or cut),
+// the codes the IANA WebSocket Close Code registry assigns in the range
+// RFC 6455 reserves for the protocol (1000-1003, 1005-1015: RFC 6455 7.4.1
+// plus 1012 Service Restart, 1013 Try Again Later, 1014 Bad Gateway), and
+// "other". Every code the gateway sends is in the set (1000, 1001, 1002,
+// 1003, 1007, 1008, 1009, 1011, 1013), and so is every code a client may
+// send that has a meaning of its own (1000-1003, 1007-1011; 1005 when its
+// close frame had no code). 1004 (reserved, no meaning), 1016-2999
+// (unassigned), 3000-3999 (registered per library or framework, first come)
+// and 4000-4999 (private use) are chosen by applications: "other".
+var CloseLabels = []string{"0", "1000", "1001", "1002", "1003", "1005", "1006", "1007",
+	"1008", "1009", "1010", "1011", "1012", "1013", "1014", "1015", "other"}
+
+// CloseLabel is the gateway_closes_total label of a close code: one of
+// [CloseLabels].
 func CloseLabel(code int) string {
-	if code == 0 || code >= 1000 && code <= 1015 {
+	switch {
+	case code == 0, code >= 1000 && code <= 1003, code >= 1005 && code <= 1015:
 		return strconv.Itoa(code)
 	}
 	return "other"

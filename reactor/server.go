@@ -115,7 +115,8 @@ type Server struct {
 	log     *slog.Logger
 	m       *metrics.Metrics
 	table   *session.Table
-	ipRate  *ratelimit.Keyed[netip.Addr]
+	ipRate  *ratelimit.Keyed[netip.Addr] // keyed by ipKey.key
+	ipKey   ipKeyer
 	held    *frame.Budget // limits.max_buffered_bytes: partial messages' buffers
 
 	eng      gnet.Engine
@@ -133,7 +134,7 @@ type Server struct {
 	draining atomic.Bool
 
 	ipMu    sync.Mutex
-	ipConns map[netip.Addr]int32
+	ipConns map[netip.Addr]int32 // keyed by ipKey.key
 }
 
 // New validates the options and prepares a server; Serve starts it.
@@ -157,6 +158,7 @@ func New(o Options) (*Server, error) {
 		stopped:   make(chan struct{}),
 		asyncSem:  make(chan struct{}, 256),
 		ticketTTL: time.Duration(c.Auth.Tickets.TTL),
+		ipKey:     newIPKeyer(c.Limits),
 	}
 	s.lim = limits{
 		maxMsg:            int64(c.Limits.MaxMessageBytes),
@@ -411,9 +413,10 @@ func tlsRefusalMargin(maxConns int64) int64 { return max(16, maxConns/16) }
 // The answer waits until the request is in (see handshake).
 func (s *Server) admit(c *conn, now int64) {
 	c.counted = true
+	key := s.ipKey.key(c.sess.Remote) // the /64 of an IPv6 client (limits.ipv6_prefix)
 	s.ipMu.Lock()
-	s.ipConns[c.sess.Remote]++
-	perIP := s.ipConns[c.sess.Remote]
+	s.ipConns[key]++
+	perIP := s.ipConns[key]
 	s.ipMu.Unlock()
 	switch {
 	case s.lim.perIP > 0 && int64(perIP) > s.lim.perIP:
@@ -421,7 +424,7 @@ func (s *Server) admit(c *conn, now int64) {
 	case s.lim.maxPending > 0 && s.pending.Load() > s.lim.maxPending:
 		c.reject, c.retryAfter = 503, 1
 	default:
-		if ok, retry := s.ipRate.Allow(c.sess.Remote, time.Unix(0, now)); !ok {
+		if ok, retry := s.ipRate.Allow(key, time.Unix(0, now)); !ok {
 			c.reject, c.retryAfter = 429, int16((retry+time.Second-1)/time.Second)
 		}
 	}
@@ -503,9 +506,10 @@ func unread(fd int) bool {
 func (s *Server) releaseAdmission(c *conn) {
 	if c.counted {
 		c.counted = false
+		key := s.ipKey.key(c.sess.Remote) // Remote is not changed once admitted
 		s.ipMu.Lock()
-		if s.ipConns[c.sess.Remote]--; s.ipConns[c.sess.Remote] <= 0 {
-			delete(s.ipConns, c.sess.Remote)
+		if s.ipConns[key]--; s.ipConns[key] <= 0 {
+			delete(s.ipConns, key)
 		}
 		s.ipMu.Unlock()
 	}

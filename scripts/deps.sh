@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine (Debian, root): the
-# Debian packages named as arguments (redis-server, haproxy, chromium,
+# Debian packages named as arguments (redis-server, haproxy, chromium, iproute2,
 # python3-websockets) and the npm packages pinned under test/*/. Idempotent
 # and quiet when everything is there already.
 set -euo pipefail

@@ -46,6 +46,9 @@ type HAProxy struct {
 	Defaults string
 	// MaxConn is the global maxconn; 0 means 4000.
 	MaxConn int
+	// IPv6: the frontend listens on [::1] instead of 127.0.0.1, so clients
+	// can dial it from IPv6 addresses (the PROXY header then carries one).
+	IPv6 bool
 }
 
 // StartHAProxy runs HAProxy as described, on a free loopback port (without
@@ -72,6 +75,9 @@ func startHAProxy(t testing.TB, bin string, hp HAProxy, retryInUse bool) (front 
 	t.Helper()
 	port := FreePort(t)
 	front = fmt.Sprintf("127.0.0.1:%d", port)
+	if hp.IPv6 {
+		front = fmt.Sprintf("[::1]:%d", port)
+	}
 	maxconn := hp.MaxConn
 	if maxconn == 0 {
 		maxconn = 4000
@@ -107,7 +113,7 @@ backend be
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
 	deadline := time.Now().Add(10 * time.Second)
-	for !listening(port) {
+	for !listening(port, hp.IPv6) {
 		select {
 		case <-exited:
 			if retryInUse && strings.Contains(out.String(), "Address already in use") {
@@ -124,15 +130,18 @@ backend be
 	return front, false
 }
 
-// listening reports whether a socket listens on 127.0.0.1:port, from
-// /proc/net/tcp (state 0A is LISTEN).
-func listening(port int) bool {
-	f, err := os.Open("/proc/net/tcp")
+// listening reports whether a socket listens on 127.0.0.1:port (or
+// [::1]:port with v6), from /proc/net/tcp or tcp6 (state 0A is LISTEN).
+func listening(port int, v6 bool) bool {
+	file, want := "/proc/net/tcp", fmt.Sprintf("0100007F:%04X", port)
+	if v6 {
+		file, want = "/proc/net/tcp6", fmt.Sprintf("00000000000000000000000001000000:%04X", port)
+	}
+	f, err := os.Open(file)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	want := fmt.Sprintf("0100007F:%04X", port)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
