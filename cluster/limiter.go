@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/redis/go-redis/v9"
@@ -35,10 +36,18 @@ import (
 // admitted in any W never exceed N; lease sizes follow each node's demand
 // and shrink as the window fills, so that nodes share what is left. The one
 // exception is credit: a node that knows nothing recent about a subject
-// admits up to max(1, N/(50*Nodes)) messages before its first lease
-// arrives, so nodes starting cold together on a subject that is already at
-// its limit elsewhere can overshoot by that much each (2 % of N). See
-// lease.lua for the invariant.
+// admits up to max(1, N/(50*K)) messages before its first lease arrives,
+// where K is the number of nodes it sees (presence.lua: every node
+// heartbeats into one sorted set, and K is its live members, or redis.nodes
+// when that is more). So K nodes starting cold together on a subject that
+// is already at its limit elsewhere overshoot by N/50 together (2 %), not
+// by 2 % each. Before a node's first heartbeat is answered it knows no K
+// and takes a credit of 1. See lease.lua for the invariant.
+//
+// Time: every instant here (lease expiry, last use, the sweep) is on
+// package clock's monotonic scale, so a wall-clock step changes nothing;
+// Redis measures grant expiry on its own clock (TIME), and the two only
+// exchange durations ("used this long ago", "wait this long").
 
 // LimiterOptions tune a Limiter. The zero value is usable.
 type LimiterOptions struct {
@@ -47,9 +56,10 @@ type LimiterOptions struct {
 	// "deny" (refuse every message until Redis is back).
 	OnFailure string
 	// Nodes is the number of gateway nodes the limit is split across in the
-	// "local" fallback (and sizes the credit). 0: the most nodes seen active
-	// on one subject in the lease script's answers over the last minute, or
-	// 1 if none were seen.
+	// "local" fallback. 0: the nodes seen over the last minute (live in the
+	// presence set, or the most active on one subject in the lease script's
+	// answers), or 1 if none were seen. The credit is sized by the larger
+	// of Nodes and the live nodes.
 	Nodes int
 	// LocalShare, when > 0, is this node's limit per W in the "local"
 	// fallback, instead of N/Nodes.
@@ -98,8 +108,8 @@ type grant struct {
 	id      uint64
 	units   int32 // left to spend
 	granted int32
-	exp     int64 // unix ns after which it must not be spent
-	lastUse int64 // unix ns; 0 = never
+	exp     int64 // clock ns after which it must not be spent
+	lastUse int64 // clock ns; 0 = never
 }
 
 // report tells the script how a retired grant was spent.
@@ -172,7 +182,6 @@ type Limiter struct {
 
 	window       int64 // W in ns
 	lease        int64 // lease TTL in ns
-	coldCredit   int32
 	pendingRetry time.Duration
 	nodeID       string
 	seed         maphash.Seed
@@ -188,8 +197,11 @@ type Limiter struct {
 	src           string
 
 	calls, trips, errs atomic.Uint64
-	nodesSeen          atomic.Int32
-	nodesSeenAt        atomic.Int64
+	nodesSeen          atomic.Int32 // most nodes active on one subject (0: none seen)
+	nodesSeenAt        atomic.Int64 // clock ns
+	live               atomic.Int32 // live members of the presence set (0: not heard yet)
+	liveAt             atomic.Int64 // clock ns of the last heartbeat answer
+	presence           *redis.Script
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -202,6 +214,8 @@ type LimiterStats struct {
 	RoundTrips uint64 // pipelines sent to Redis (each with one or more calls)
 	Errors     uint64 // failed round trips and probes
 	Down       bool   // Redis is considered unreachable
+	Nodes      int    // live nodes in the presence set at the last heartbeat (0: none yet)
+	Credit     int    // messages a cold node may admit on credit now
 }
 
 // NewLimiter returns a cluster-wide per-subject limiter and starts its refill
@@ -253,12 +267,11 @@ func NewLimiter(rdb *redis.Client, limit ratelimit.Limit, opts LimiterOptions, m
 	if l.opts.ProbeInterval <= 0 {
 		l.opts.ProbeInterval = time.Second
 	}
-	l.coldCredit = smallLease(limit.N, max(opts.Nodes, 1))
 	l.pendingRetry = min(max(limit.Window/time.Duration(limit.N), time.Millisecond), time.Duration(l.lease))
 	l.queue = make(chan *entry, l.opts.QueueSize)
 	l.src = leaseScript
 	l.sha = redis.NewScript(leaseScript).Hash()
-	l.nodesSeen.Store(1)
+	l.presence = redis.NewScript(presenceScript)
 	go l.run()
 	return l
 }
@@ -269,19 +282,38 @@ func smallLease(n, nodes int) int32 {
 	return int32(max(1, n/(50*max(nodes, 1))))
 }
 
-// Allow admits one message of subject at now, from memory. It implements
-// ratelimit.SubjectLimiter; retryAfter is a hint for a refused message.
+// Allow is AllowNAt(subject, 1, clock.At(now)).
 func (l *Limiter) Allow(subject string, now time.Time) (ok bool, retryAfter time.Duration) {
+	return l.AllowN(subject, 1, now)
+}
+
+// AllowN is AllowNAt(subject, n, clock.At(now)).
+func (l *Limiter) AllowN(subject string, n int, now time.Time) (ok bool, retryAfter time.Duration) {
 	if !l.enabled {
+		return true, 0
+	}
+	return l.AllowNAt(subject, n, clock.At(now))
+}
+
+// AllowAt is AllowNAt(subject, 1, t).
+func (l *Limiter) AllowAt(subject string, t int64) (ok bool, retryAfter time.Duration) {
+	return l.AllowNAt(subject, 1, t)
+}
+
+// AllowNAt admits n messages of subject at t (clock.Now's scale), all or
+// none, from memory. It implements ratelimit.SubjectLimiter; retryAfter is
+// a hint for a refused message.
+func (l *Limiter) AllowNAt(subject string, n int, t int64) (ok bool, retryAfter time.Duration) {
+	if !l.enabled || n <= 0 {
 		return true, 0
 	}
 	if l.down.Load() {
 		if l.deny {
 			return false, l.opts.ProbeInterval
 		}
-		return l.fallback.Load().Allow(subject, now)
+		return l.fallback.Load().AllowNAt(subject, n, t)
 	}
-	t := now.UnixNano()
+	n = min(n, math.MaxInt32/2)
 	s := &l.shards[maphash.String(l.seed, subject)%shards]
 	s.mu.Lock()
 	e := s.m[subject]
@@ -290,8 +322,8 @@ func (l *Limiter) Allow(subject string, now time.Time) (ok bool, retryAfter time
 		s.m[subject] = e
 	}
 	e.lastSeen = t
-	e.attempts++
-	ok, retryAfter = l.take(e, t)
+	e.attempts += int64(n)
+	ok, retryAfter = l.take(e, t, int32(n))
 	if !e.queued && l.wantsRefill(e, t) {
 		select {
 		case l.queue <- e:
@@ -303,35 +335,54 @@ func (l *Limiter) Allow(subject string, now time.Time) (ok bool, retryAfter time
 	return ok, retryAfter
 }
 
-// take spends one unit: from the current lease, else the prefetched one,
-// else on credit when the last answer said there was plenty left.
-func (l *Limiter) take(e *entry, t int64) (bool, time.Duration) {
-	for {
-		if g := &e.cur; g.id != 0 {
-			if g.units > 0 && t < g.exp {
-				g.units--
-				g.lastUse = t
-				if g.units == 0 {
-					e.retire(g, t)
-				}
-				return true, 0
-			}
-			e.retire(g, t)
-		}
-		if e.next.id == 0 {
-			break
-		}
+// take spends n units, all or none: from the current lease, then the
+// prefetched one, then on credit when the last answer said there was
+// plenty left.
+func (l *Limiter) take(e *entry, t int64, n int32) (bool, time.Duration) {
+	// Drop a spent or expired current lease; the prefetched one takes its
+	// place.
+	if e.cur.id == 0 {
 		e.cur, e.next = e.next, grant{}
 	}
-	if t < e.fullUntil {
-		return false, time.Duration(e.fullUntil - t)
+	for e.cur.id != 0 && (e.cur.units <= 0 || t >= e.cur.exp) {
+		e.retire(&e.cur, t)
+		e.cur, e.next = e.next, grant{}
 	}
-	if e.debt+e.owed < l.credit(e, t) {
-		e.debt++
+	have := int32(0)
+	if e.cur.id != 0 {
+		have = e.cur.units
+	}
+	if g := &e.next; g.id != 0 && g.units > 0 && t < g.exp {
+		have += g.units
+	}
+	credit := int32(0)
+	if have < n && t >= e.fullUntil {
+		credit = max(0, l.credit(e, t)-e.debt-e.owed)
+	}
+	if have+credit < n {
+		if t < e.fullUntil {
+			return false, time.Duration(e.fullUntil - t)
+		}
+		return false, l.pendingRetry
+	}
+	for n > 0 && e.cur.id != 0 {
+		k := min(n, e.cur.units)
+		e.cur.units -= k
+		e.cur.lastUse = t
+		n -= k
+		if e.cur.units == 0 {
+			e.retire(&e.cur, t)
+			e.cur, e.next = e.next, grant{}
+			if e.cur.id != 0 && t >= e.cur.exp {
+				e.retire(&e.cur, t)
+			}
+		}
+	}
+	if n > 0 {
+		e.debt += n
 		e.debtAt = t
-		return true, 0
 	}
-	return false, l.pendingRetry
+	return true, 0
 }
 
 // credit is how many messages a node without a lease may admit before
@@ -347,9 +398,33 @@ func (l *Limiter) credit(e *entry, t int64) int32 {
 	// ends, however long it was.
 	age := t - max(e.infoAt, e.fullUntil)
 	if age > l.window || (int(e.free)*2 >= l.limit.N && (!e.hot || age >= l.lease)) {
-		return l.coldCredit
+		return l.coldCredit(t)
 	}
 	return 0
+}
+
+// coldCredit is the credit of a node with nothing recent on a subject:
+// N/(50*K), at least 1, for the K nodes it sees; 1 while it sees none.
+func (l *Limiter) coldCredit(t int64) int32 {
+	k := l.sharers(t)
+	if k == 0 {
+		return 1
+	}
+	return smallLease(l.limit.N, k)
+}
+
+// sharers is how many nodes this node knows share the limit: the larger of
+// opts.Nodes, the presence set's live members and the most nodes active on
+// one subject, the last two as heard within a minute; 0 if none is known.
+func (l *Limiter) sharers(t int64) int {
+	k := l.opts.Nodes
+	if n := l.live.Load(); n > 0 && t-l.liveAt.Load() < int64(time.Minute) {
+		k = max(k, int(n))
+	}
+	if n := l.nodesSeen.Load(); n > 0 && t-l.nodesSeenAt.Load() < int64(time.Minute) {
+		k = max(k, int(n))
+	}
+	return k
 }
 
 // wantsRefill: record debt at once; otherwise prefetch the next lease when
@@ -367,11 +442,13 @@ func (l *Limiter) wantsRefill(e *entry, t int64) bool {
 
 // Stats returns the limiter's counters.
 func (l *Limiter) Stats() LimiterStats {
-	return LimiterStats{Calls: l.calls.Load(), RoundTrips: l.trips.Load(), Errors: l.errs.Load(), Down: l.down.Load()}
+	return LimiterStats{Calls: l.calls.Load(), RoundTrips: l.trips.Load(), Errors: l.errs.Load(), Down: l.down.Load(),
+		Nodes: int(l.live.Load()), Credit: int(l.coldCredit(clock.Now()))}
 }
 
-// Close stops the refill goroutine. Allow keeps answering afterwards, from
-// leases it holds and then from nothing (it refuses), so close it last.
+// Close stops the refill goroutine and takes this node out of the presence
+// set. Allow keeps answering afterwards, from leases it holds and then from
+// nothing (it refuses), so close it last.
 func (l *Limiter) Close() {
 	l.closeOnce.Do(func() {
 		select {
@@ -379,6 +456,7 @@ func (l *Limiter) Close() {
 		default:
 			close(l.stop)
 			<-l.done
+			l.leave()
 		}
 	})
 }

@@ -11,17 +11,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/ratelimit"
 	dto "github.com/prometheus/client_model/go"
 )
 
 // hammer calls Allow as fast as it can on every limiter (one goroutine per
-// simulated node) until the deadline; it returns the admission times, sorted.
-// Each sender yields between calls: with senders spinning on every P, the
-// refill goroutines would wait for preemption (10 ms) at each round trip,
-// which a real event loop, blocked in epoll between batches, never causes.
-func hammer(lims []*Limiter, subject string, until time.Time) (admitted []int64, attempts int64) {
+// simulated node) until the deadline (clock.Now's scale); it returns the
+// admission times, sorted. Each sender yields between calls: with senders
+// spinning on every P, the refill goroutines would wait for preemption
+// (10 ms) at each round trip, which a real event loop, blocked in epoll
+// between batches, never causes.
+func hammer(lims []*Limiter, subject string, until int64) (admitted []int64, attempts int64) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, l := range lims {
@@ -31,13 +33,13 @@ func hammer(lims []*Limiter, subject string, until time.Time) (admitted []int64,
 			var mine []int64
 			var n int64
 			for {
-				now := time.Now()
-				if !now.Before(until) {
+				now := clock.Now()
+				if now >= until {
 					break
 				}
 				n++
-				if ok, _ := l.Allow(subject, now); ok {
-					mine = append(mine, now.UnixNano())
+				if ok, _ := l.AllowAt(subject, now); ok {
+					mine = append(mine, now)
 				}
 				runtime.Gosched()
 			}
@@ -73,6 +75,9 @@ func countIn(ts []int64, from, to int64) int {
 
 func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
 
+// sleepTill sleeps until t on clock.Now's scale.
+func sleepTill(t int64) { time.Sleep(time.Duration(t - clock.Now())) }
+
 func newNodes(t *testing.T, r *testRedis, n int, limit ratelimit.Limit, opts LimiterOptions) []*Limiter {
 	lims := make([]*Limiter, n)
 	for i := range lims {
@@ -98,8 +103,7 @@ func TestLimiterAccuracyThreeNodes(t *testing.T) {
 	const N = 100
 	const W = 2 * time.Second
 	lims := newNodes(t, r, 3, ratelimit.Limit{N: N, Window: W}, LimiterOptions{Nodes: 3})
-	start := time.Now()
-	end := start.Add(3*W + 300*time.Millisecond)
+	end := clock.Now() + int64(3*W+300*time.Millisecond)
 	ts, attempts := hammer(lims, "accuracy", end)
 	if len(ts) == 0 {
 		t.Fatal("nothing admitted")
@@ -123,7 +127,7 @@ func TestLimiterAccuracyThreeNodes(t *testing.T) {
 	// a round trip, which any sliding-log limiter shows at this rate.
 	low, j := N*10, 0
 	for i := range ts {
-		if ts[i]+int64(W) > end.UnixNano() {
+		if ts[i]+int64(W) > end {
 			break
 		}
 		for j < len(ts) && ts[j] < ts[i]+int64(W) {
@@ -148,7 +152,7 @@ func TestLimiterCallsLargeLimit(t *testing.T) {
 	const N = 5000
 	const W = 2 * time.Second
 	lims := newNodes(t, r, 3, ratelimit.Limit{N: N, Window: W}, LimiterOptions{Nodes: 3})
-	ts, attempts := hammer(lims, "large", time.Now().Add(2*W+200*time.Millisecond))
+	ts, attempts := hammer(lims, "large", clock.Now()+int64(2*W+200*time.Millisecond))
 	peak := slidingMax(ts, W)
 	first := countIn(ts, ts[0], ts[0]+int64(W))
 	calls, _ := totalStats(lims)
@@ -159,34 +163,109 @@ func TestLimiterCallsLargeLimit(t *testing.T) {
 	}
 }
 
-// A burst at the end of one fixed window and another at the start of the
-// next: a fixed-window counter (or a token bucket) would let N through in
-// each; the sliding window lets N through in all.
+// A burst before a fixed-window boundary and another after it, less than W
+// apart: a fixed-window counter (or a token bucket) would let N through in
+// each; the sliding window lets N through in all, within SPEC 13's 5 %
+// (each node may admit its cold-start credit, N/(50*nodes) >= 1, once the
+// window is full elsewhere: with N = 50 and two nodes that is 1 each, so 51
+// or 52 are within the bound, not a flake). The phases are 400 ms long so
+// that a loaded machine still gets its leases in; the bounds do not depend
+// on how much of each phase the senders are scheduled. Time is clock.Now's.
 func TestLimiterSlidingBursts(t *testing.T) {
 	r := startRedis(t)
 	const N = 50
-	const W = time.Second
+	const W = 2 * time.Second
 	lims := newNodes(t, r, 2, ratelimit.Limit{N: N, Window: W}, LimiterOptions{Nodes: 2})
-	b := time.Now().Truncate(W).Add(2 * W) // a fixed-window boundary
-	sleepUntil(b.Add(-150 * time.Millisecond))
-	first, _ := hammer(lims, "burst", b.Add(-50*time.Millisecond))
-	sleepUntil(b.Add(50 * time.Millisecond))
-	second, _ := hammer(lims, "burst", b.Add(150*time.Millisecond))
-	sleepUntil(b.Add(W))
-	third, _ := hammer(lims, "burst", b.Add(W+100*time.Millisecond))
+	ms := int64(time.Millisecond)
+	b := clock.Now() + 600*ms // the "boundary"
+	first, _ := hammer(lims, "burst", b-100*ms)
+	sleepTill(b + 100*ms)
+	second, _ := hammer(lims, "burst", b+500*ms) // at most 1 s after the first: one window
+	sleepTill(b + int64(W) + 700*ms)             // the second burst's last use is W+200 ms behind
+	third, _ := hammer(lims, "burst", b+int64(W)+1100*ms)
 	all := slices.Concat(first, second, third)
 	slices.Sort(all)
 	peak := slidingMax(all, W)
-	t.Logf("burst before the boundary %d, after it %d, one window later %d; sliding max %d (N=%d)",
-		len(first), len(second), len(third), peak, N)
-	if len(first) < N*9/10 || len(first) > N {
-		t.Errorf("first burst admitted %d of %d", len(first), N)
+	bound := N + N*5/100 // SPEC 13: within 5 % of N
+	t.Logf("burst before the boundary %d, after it %d, a window later %d; sliding max %d (N=%d, bound %d)",
+		len(first), len(second), len(third), peak, N, bound)
+	if len(first) > bound || len(first)+len(second) > bound || peak > bound {
+		t.Errorf("two bursts less than W apart admitted %d+%d, sliding max %d; bound %d", len(first), len(second), peak, bound)
 	}
-	if len(first)+len(second) > N*105/100 || peak > N*105/100 {
-		t.Errorf("two bursts W apart admitted %d+%d, sliding max %d, limit %d", len(first), len(second), peak, N)
+	if len(first) < N*9/10 {
+		t.Errorf("a 400 ms flood on a fresh subject admitted only %d of %d", len(first), N)
 	}
 	if len(third) < N*8/10 {
 		t.Errorf("a window after the bursts admitted only %d", len(third))
+	}
+}
+
+// Cold start uses the nodes a node sees, not redis.nodes (0 by default):
+// every node heartbeats into the presence set, so with four live nodes a
+// cold node's credit is N/(50*4), and three nodes starting cold on a
+// subject another node has filled overshoot by 3*N/200 (1.5 %) together,
+// where each took N/50 before (6 %). A node that closes leaves the set.
+func TestLimiterColdStartSeesNodes(t *testing.T) {
+	r := startRedis(t)
+	const N = 1000
+	const W = 2 * time.Second
+	limit := ratelimit.Limit{N: N, Window: W}
+	a := newNodes(t, r, 1, limit, LimiterOptions{})[0]
+	waitFor(t, 3*time.Second, "node A's first heartbeat", func() bool { return a.Stats().Nodes == 1 })
+	if c := a.Stats().Credit; c != N/50 {
+		t.Fatalf("one live node: credit %d, want %d", c, N/50)
+	}
+	filled, _ := hammer([]*Limiter{a}, "cold", clock.Now()+int64(500*time.Millisecond))
+	cold := newNodes(t, r, 3, limit, LimiterOptions{})
+	for i, l := range append([]*Limiter{a}, cold...) {
+		waitFor(t, 3*time.Second, fmt.Sprintf("node %d to see 4 nodes", i), func() bool { return l.Stats().Nodes == 4 })
+	}
+	credit := N / (50 * 4)
+	for i, l := range cold {
+		if c := l.Stats().Credit; c != credit {
+			t.Fatalf("cold node %d: credit %d, want N/(50*4) = %d", i, c, credit)
+		}
+	}
+	extra, _ := hammer(cold, "cold", clock.Now()+int64(300*time.Millisecond))
+	all := slices.Concat(filled, extra)
+	slices.Sort(all)
+	peak := slidingMax(all, W)
+	t.Logf("node A filled %d of %d; 3 cold nodes then admitted %d; sliding max %d (bound N + 3 x %d = %d)",
+		len(filled), N, len(extra), peak, credit, N+3*credit)
+	if len(filled) < N*95/100 {
+		t.Fatalf("node A admitted only %d of %d", len(filled), N)
+	}
+	if peak > N+3*credit {
+		t.Errorf("sliding max %d over N + the cold nodes' credit (%d)", peak, N+3*credit)
+	}
+	cold[2].Close()
+	waitFor(t, 3*time.Second, "node A to see 3 nodes after one closed", func() bool { return a.Stats().Nodes == 3 })
+}
+
+// A batch of n requests is admitted whole or refused whole (AllowNAt), and
+// the batches admitted stay within N in the window, as n single messages
+// would.
+func TestLimiterAllowN(t *testing.T) {
+	r := startRedis(t)
+	const N = 30
+	l := newNodes(t, r, 1, ratelimit.Limit{N: N, Window: 2 * time.Second}, LimiterOptions{})[0]
+	waitFor(t, 3*time.Second, "the first heartbeat", func() bool { return l.Stats().Nodes == 1 })
+	admitted, refused := 0, 0
+	until := clock.Now() + int64(500*time.Millisecond)
+	for clock.Now() < until {
+		if ok, retry := l.AllowNAt("batch", 10, clock.Now()); ok {
+			admitted += 10
+		} else {
+			refused++
+			if retry <= 0 {
+				t.Fatalf("refused with retry %v", retry)
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("batches of 10 against N=%d: %d admitted, %d batches refused", N, admitted, refused)
+	if admitted > N || admitted < N-10 || refused == 0 {
+		t.Fatalf("admitted %d in batches of 10, %d refused; want %d..%d and refusals", admitted, refused, N-10, N)
 	}
 }
 

@@ -12,12 +12,25 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/redis/go-redis/v9"
 )
 
 //go:embed lease.lua
 var leaseScript string
+
+//go:embed presence.lua
+var presenceScript string
+
+const (
+	// presenceEvery is how often a node heartbeats into the presence set.
+	presenceEvery = time.Second
+	// presenceTTL is how long a member counts after its last heartbeat:
+	// three missed beats. A node that died counts that long (fewer credits
+	// for the others, never more).
+	presenceTTL = 3 * time.Second
+)
 
 // call is one lease script invocation: what was taken from an entry, and the
 // command carrying it.
@@ -42,8 +55,8 @@ func (l *Limiter) run() {
 	every := min(max(time.Duration(l.lease/4), 10*time.Millisecond), 250*time.Millisecond)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	l.probe() // SCRIPT LOAD at start; marks Redis down on failure
-	var lastProbe, lastFallbackSweep time.Time
+	l.probe() // SCRIPT LOAD and the first heartbeat; marks Redis down on failure
+	var lastProbe, lastFallbackSweep int64
 	batch := make([]*entry, 0, maxBatch)
 	for {
 		select {
@@ -65,18 +78,22 @@ func (l *Limiter) run() {
 				continue
 			}
 			l.refill(batch)
-		case now := <-tick.C:
+		case <-tick.C:
+			now := clock.Now()
 			if !l.down.Load() {
+				if now-l.liveAt.Load() >= int64(presenceEvery) {
+					l.heartbeat()
+				}
 				l.sweep(now)
 				continue
 			}
-			if now.Sub(lastFallbackSweep) >= l.limit.Window {
+			if now-lastFallbackSweep >= l.window {
 				lastFallbackSweep = now
 				if fb := l.fallback.Load(); fb != nil {
-					fb.Sweep(now)
+					fb.SweepAt(now)
 				}
 			}
-			if now.Sub(lastProbe) >= l.opts.ProbeInterval {
+			if now-lastProbe >= int64(l.opts.ProbeInterval) {
 				lastProbe = now
 				l.probe()
 			}
@@ -84,8 +101,8 @@ func (l *Limiter) run() {
 	}
 }
 
-// probe loads the script (which also proves Redis answers) and flips the
-// state to up on success.
+// probe loads the script (which also proves Redis answers), heartbeats,
+// and flips the state to up on success.
 func (l *Limiter) probe() {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
 	defer cancel()
@@ -96,9 +113,45 @@ func (l *Limiter) probe() {
 		return
 	}
 	l.sha = sha
+	if !l.heartbeat() {
+		return
+	}
 	if l.down.CompareAndSwap(true, false) {
 		l.log.Info("redis reachable: per-subject limits are shared across nodes again")
 	}
+}
+
+// heartbeat records this node in the presence set and learns how many
+// nodes are live (presence.lua). It reports whether Redis answered.
+func (l *Limiter) heartbeat() bool {
+	n, err := l.presenceCall(false)
+	if err != nil {
+		l.fail(err)
+		return false
+	}
+	l.live.Store(int32(min(max(n, 1), math.MaxInt32)))
+	l.liveAt.Store(clock.Now())
+	return true
+}
+
+// leave takes this node out of the presence set (at Close; best effort: a
+// node that does not leave drops out after presenceTTL).
+func (l *Limiter) leave() {
+	if l.rdb != nil && l.presence != nil {
+		_, _ = l.presenceCall(true)
+	}
+}
+
+func (l *Limiter) presenceCall(leave bool) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
+	defer cancel()
+	l.trips.Add(1)
+	flag := 0
+	if leave {
+		flag = 1
+	}
+	return l.presence.Run(ctx, l.rdb, []string{l.opts.KeyPrefix + "nodes"},
+		l.nodeID, presenceTTL.Milliseconds(), flag).Int64()
 }
 
 // fail counts a failed round trip and, on the first one, switches Allow to
@@ -135,10 +188,7 @@ func (l *Limiter) localShare() int {
 	}
 	nodes := l.opts.Nodes
 	if nodes <= 0 {
-		nodes = 1
-		if time.Since(time.Unix(0, l.nodesSeenAt.Load())) < time.Minute {
-			nodes = max(1, int(l.nodesSeen.Load()))
-		}
+		nodes = max(1, l.sharers(clock.Now()))
 	}
 	return max(1, (l.limit.N+nodes-1)/nodes)
 }
@@ -159,7 +209,7 @@ func (l *Limiter) shardOf(subject string) *shard {
 
 // refill sends one pipeline of lease calls and installs the answers.
 func (l *Limiter) refill(batch []*entry) {
-	now := time.Now().UnixNano()
+	now := clock.Now()
 	calls := make([]call, 0, len(batch))
 	for _, e := range batch {
 		if c, ok := l.prepare(e, now); ok {
@@ -173,7 +223,7 @@ func (l *Limiter) refill(batch []*entry) {
 	defer cancel()
 	// A lease runs from before the request leaves, so that it ends no later
 	// than L after the script granted it, whatever the latency.
-	start := time.Now().UnixNano()
+	start := clock.Now()
 	l.exec(ctx, calls, false)
 	// A Redis restarted (or flushed) has lost the script: EVAL it, which
 	// also caches it again for the next EVALSHA.
@@ -192,7 +242,7 @@ func (l *Limiter) refill(batch []*entry) {
 			}
 		}
 	}
-	recv := time.Now().UnixNano()
+	recv := clock.Now()
 	var failed error
 	for i := range calls {
 		if err := l.install(&calls[i], start, recv); err != nil && failed == nil {
@@ -330,8 +380,7 @@ func (l *Limiter) install(c *call, start, recv int64) error {
 
 // sweep retires expired leases (handing their unused units back), flushes
 // reports no refill carried within a lease TTL, and forgets idle subjects.
-func (l *Limiter) sweep(now time.Time) {
-	t := now.UnixNano()
+func (l *Limiter) sweep(t int64) {
 	var batch []*entry
 	for i := range l.shards {
 		s := &l.shards[i]

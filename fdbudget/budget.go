@@ -42,6 +42,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/metrics"
 )
 
@@ -139,7 +140,7 @@ type Budget struct {
 	mu      sync.Mutex // one reconciliation at a time; dir, buf
 	dir     int        // /proc/self/fd, kept open: counting never opens
 	buf     []byte
-	lastRun atomic.Int64 // unix ns of the last reconciliation
+	lastRun atomic.Int64 // clock.Now ns of the last reconciliation
 }
 
 // New returns a budget at the process's current limit and takes a first
@@ -333,7 +334,7 @@ func (b *Budget) Run(done <-chan struct{}) {
 		case <-t.C:
 			b.Reconcile()
 		case <-b.kick:
-			if wait := time.Duration(b.lastRun.Load() + int64(100*time.Millisecond) - time.Now().UnixNano()); wait > 0 {
+			if wait := time.Duration(b.lastRun.Load() + int64(100*time.Millisecond) - clock.Now()); wait > 0 {
 				select {
 				case <-done:
 					return
@@ -353,7 +354,7 @@ func (b *Budget) Run(done <-chan struct{}) {
 func (b *Budget) Reconcile() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.lastRun.Store(time.Now().UnixNano())
+	b.lastRun.Store(clock.Now())
 	if !b.fixedLimit {
 		if l := SoftLimit(); l != b.limit.Load() {
 			b.limit.Store(l)

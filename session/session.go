@@ -47,8 +47,10 @@ func (id ID) slot() uint32 { return uint32(id) }
 func (id ID) gen() uint32  { return uint32(id >> 32) }
 
 // Session is one connection's record. Its layout is kept compact: on amd64 it
-// is 136 bytes (see TestSessionSize), and an idle connection holds nothing
-// else of ours apart from the reactor's frame reader state.
+// is 160 bytes (see TestSessionSize), and an idle connection holds nothing
+// else of ours apart from the reactor's frame reader state. Rate, the exact
+// sliding window of ratelimit (44 bytes), is most of it; State and RouteIdx
+// follow it to fill its 4-byte alignment.
 type Session struct {
 	// Deadline is the next time (unix ns) the sweeper must look at this
 	// connection: the handshake or auth deadline, the next ping, or the idle
@@ -67,10 +69,10 @@ type Session struct {
 
 	MsgsIn   uint32
 	MsgsOut  atomic.Uint32
-	Rate     ratelimit.Window
-	id       ID
+	Rate     ratelimit.Window // ratelimit.per_connection (loop-owned)
 	State    State
 	RouteIdx uint8 // index of the route the upgrade matched
+	id       ID
 
 	// Conn is the reactor's connection object, opaque to this package.
 	Conn any

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
@@ -241,7 +242,7 @@ type target struct {
 	url       string
 	inflight  atomic.Int32
 	down      atomic.Bool
-	downUntil atomic.Int64 // unix nanos; retry after
+	downUntil atomic.Int64 // clock.Now ns; retry after
 	fails     atomic.Int32
 	// kind is what request mode learned the server speaks.
 	kind atomic.Int32
@@ -258,8 +259,8 @@ const (
 	kindLegacy    // needs initialize: request mode uses a shared session
 )
 
-func (t *target) isDown(now time.Time) bool {
-	return t.down.Load() && now.UnixNano() < t.downUntil.Load()
+func (t *target) isDown(now int64) bool {
+	return t.down.Load() && now < t.downUntil.Load()
 }
 
 // markDown records a refused connection: the URL is skipped for a delay
@@ -267,7 +268,7 @@ func (t *target) isDown(now time.Time) bool {
 func (u *Upstream) markDown(t *target, err error) {
 	n := t.fails.Add(1)
 	d := min(500*time.Millisecond<<min(n-1, 6), 30*time.Second)
-	t.downUntil.Store(time.Now().Add(d).UnixNano())
+	t.downUntil.Store(clock.Now() + int64(d)) // monotonic: a wall-clock step neither ends nor stretches it
 	if !t.down.Swap(true) {
 		u.st.AddSize(-1)
 		u.log.Warn("upstream url down", "upstream", u.name, "url", redact(t.url), "err", err)
@@ -287,7 +288,7 @@ func (u *Upstream) markUp(t *target) {
 // every such URL is down, the one to be retried soonest (someone has to
 // find out it is back); nil when all were tried.
 func (u *Upstream) pick(tried uint64) *target {
-	now := time.Now()
+	now := clock.Now()
 	var best, probe *target
 	start := int(u.rr.Add(1))
 	for i := range u.targets {

@@ -1,0 +1,5 @@
+package ratelimit
+
+import "unsafe"
+
+func unsafeSizeof(w Window) uintptr { return unsafe.Sizeof(w) }
