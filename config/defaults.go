@@ -13,6 +13,9 @@ const (
 	// PreAuthFrames is how many frames a connection may send before it is
 	// authenticated (SPEC 10); one more: close 1008 "Rate limit exceeded".
 	PreAuthFrames = 32
+	// DefaultMaxBatch is limits.max_batch when the file leaves it out: the
+	// most elements of one JSON-RPC batch (SPEC 10).
+	DefaultMaxBatch = 16
 )
 
 // Client-address prefixes of the per-IP limits (limits.ipv6_prefix and
@@ -66,6 +69,7 @@ func Default() *Config {
 			IdleTimeout:         Duration(120 * time.Second),
 			PingInterval:        Duration(30 * time.Second),
 			WriteBufferBytes:    4 << 20,
+			MaxBatch:            DefaultMaxBatch,
 			MaxBufferedBytes:    256 << 20,
 			MessageTimeout:      Duration(30 * time.Second),
 		},

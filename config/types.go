@@ -91,6 +91,9 @@ type Limits struct {
 	IdleTimeout         Duration `yaml:"idle_timeout"`
 	PingInterval        Duration `yaml:"ping_interval"`
 	WriteBufferBytes    Size     `yaml:"write_buffer_bytes"`
+	// MaxBatch is the most elements a JSON-RPC batch may have (SPEC 10);
+	// a longer batch is refused whole with -32600 "Invalid Request".
+	MaxBatch int `yaml:"max_batch"`
 	// MaxBufferedBytes bounds the bytes of partially received messages held
 	// for all connections together (SPEC 10); past it: close 1013.
 	MaxBufferedBytes Size `yaml:"max_buffered_bytes"`

@@ -294,6 +294,7 @@ func (c *Config) validateLimits(v *validator) {
 			l.PingInterval, l.IdleTimeout)
 	}
 	positive(v, "limits.write_buffer_bytes", int64(l.WriteBufferBytes))
+	positive(v, "limits.max_batch", int64(l.MaxBatch))
 	positive(v, "limits.max_buffered_bytes", int64(l.MaxBufferedBytes))
 	positive(v, "limits.message_timeout", int64(l.MessageTimeout))
 

@@ -270,11 +270,30 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		return gnet.None
 	}
 	c.sess.MsgsIn++
-	if l := s.lim.perConn; l.Enabled() && !c.sess.Rate.Allow(now, l.N, int64(l.Window)) {
-		s.m.RateLimit.WithLabelValues("connection", "deny").Inc()
-		return c.fail(ws.StatusPolicyViolation, "Rate limit exceeded")
-	}
 	env, err := mcp.Scan(msg)
+	// Every message of a batch counts against the limits as if it came
+	// alone (SPEC 10): a batch of k elements counts k. One refused whole
+	// (too long, empty, invalid) counts as the one message it is.
+	count, requests, elems := 1, int32(0), 0
+	maxBatch := s.maxBatch()
+	switch {
+	case err == nil && env.Kind == mcp.KindRequest:
+		requests = 1
+	case err == nil && env.Kind == mcp.KindBatch:
+		var reqs int
+		elems, reqs = mcp.CountBatch(msg, maxBatch)
+		if elems > 0 && elems <= maxBatch {
+			count, requests = elems, int32(reqs)
+		}
+	}
+	if l := s.lim.perConn; l.Enabled() {
+		// All of a batch or none: a batch that does not fit closes the
+		// connection as a single message over the limit does.
+		if ok, _ := c.sess.Rate.AllowN(now, count, l.N, int64(l.Window)); !ok {
+			s.m.RateLimit.WithLabelValues("connection", "deny").Inc()
+			return c.fail(ws.StatusPolicyViolation, "Rate limit exceeded")
+		}
+	}
 	switch err {
 	case nil:
 	case mcp.ErrParse:
@@ -284,13 +303,23 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		s.m.Rejected.WithLabelValues("invalid_request").Inc()
 		return c.replyError(env.ID, mcp.CodeInvalidRequest, "Invalid Request", nil)
 	}
+	if env.Kind == mcp.KindBatch {
+		switch {
+		case elems > maxBatch:
+			// Refused whole, nothing forwarded: one error with id null,
+			// as JSON-RPC 2.0 answers a batch that fails as a whole.
+			s.m.Rejected.WithLabelValues("batch_too_long").Inc()
+			return c.replyError(nil, mcp.CodeInvalidRequest, "Invalid Request", maxBatchData(maxBatch))
+		case elems == 0: // [] is not a batch but an invalid request
+			s.m.Rejected.WithLabelValues("invalid_request").Inc()
+			return c.replyError(nil, mcp.CodeInvalidRequest, "Invalid Request", nil)
+		}
+	}
 	if c.draining.Load() {
 		// Every request still gets an answer before the 1001: new ones are
-		// refused here, in-flight ones are waited for.
-		act := gnet.None
-		if env.Kind == mcp.KindRequest {
-			act = c.replyError(env.ID, mcp.CodeReconnect, "Reconnect", retryAfterMS(time.Second))
-		}
+		// refused here, each request of a batch with its own error;
+		// in-flight ones are waited for.
+		act := c.refuseMsg(msg, &env, mcp.CodeReconnect, "Reconnect", retryAfterMS(time.Second))
 		if act == gnet.None && c.inflight.Load() <= 0 {
 			// Everything this client asked is answered: the 1001 follows
 			// the answer on the same socket.
@@ -299,12 +328,11 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		return act
 	}
 	if sl := s.opt.SubjectLimiter; sl != nil {
-		if ok, retry := sl.Allow(c.sess.Subject, time.Unix(0, now)); !ok {
+		if ok, retry := sl.AllowN(c.sess.Subject, count, time.Unix(0, now)); !ok {
 			s.m.RateLimit.WithLabelValues("subject", "deny").Inc()
-			if env.Kind == mcp.KindRequest {
-				return c.replyError(env.ID, mcp.CodeRateLimited, "Rate limit exceeded", retryAfterMS(retry))
-			}
-			return gnet.None // notifications, responses and batches are dropped
+			// Each request gets -31029; notifications and responses are
+			// dropped.
+			return c.refuseMsg(msg, &env, mcp.CodeRateLimited, "Rate limit exceeded", retryAfterMS(retry))
 		}
 	}
 	if in := c.inline; in != nil {
@@ -314,7 +342,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		if handled {
 			act := gnet.None
 			if len(reply) > frame.MaxHeaderSize {
-				act = c.write(frame.TextInPlace(reply, frame.MaxHeaderSize))
+				act = c.writeReply(reply)
 				c.sess.MsgsOut.Add(1)
 				s.m.MessagesOut.Inc()
 			}
@@ -325,17 +353,13 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		}
 		putBuf(b)
 	}
-	requests := countRequests(&env, msg)
 	c.inflight.Add(requests)
 	buf := upstream.GetBuffer(len(msg))
 	copy(buf, msg)
 	if err := c.up.Send(buf); err != nil {
 		c.inflight.Add(-requests)
 		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
-		if env.Kind == mcp.KindRequest {
-			return c.replyError(env.ID, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))
-		}
-		return gnet.None
+		return c.refuseMsg(msg, &env, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))
 	}
 	s.m.MessagesIn.Inc()
 	return gnet.None
@@ -366,13 +390,50 @@ func (c *conn) authenticated(now int64, subject string) bool {
 	return true
 }
 
+// replyError answers one message with a JSON-RPC error (id nil: null).
 func (c *conn) replyError(id []byte, code int, msg string, data []byte) gnet.Action {
-	b := getBuf(256)
-	body := mcp.AppendError(nil, id, code, msg, data)
-	*b = frame.AppendText((*b)[:0], body)
-	act := c.write(*b)
+	b := getBuf(frame.MaxHeaderSize + 128 + len(id) + len(msg) + len(data))
+	out := mcp.AppendError((*b)[:frame.MaxHeaderSize], id, code, msg, data)
+	act := c.write(frame.TextInPlace(out, frame.MaxHeaderSize))
+	*b = out[:0]
 	putBuf(b)
 	return act
+}
+
+// refuseMsg answers a message the gateway does not forward (drain, per_subject
+// limit, busy upstream; SPEC 10): a request gets the error, a batch one
+// array with the error for each of its requests under the request's own
+// id (mcp.AppendBatchError); notifications and responses get nothing.
+func (c *conn) refuseMsg(msg []byte, env *mcp.Envelope, code int, text string, data []byte) gnet.Action {
+	switch env.Kind {
+	case mcp.KindRequest:
+		return c.replyError(env.ID, code, text, data)
+	case mcp.KindBatch:
+		b := getBuf(frame.MaxHeaderSize + 4096)
+		out := mcp.AppendBatchError((*b)[:frame.MaxHeaderSize], msg, code, text, data)
+		act := gnet.None
+		if len(out) > frame.MaxHeaderSize {
+			act = c.write(frame.TextInPlace(out, frame.MaxHeaderSize))
+		}
+		*b = out[:0]
+		putBuf(b)
+		return act
+	}
+	return gnet.None
+}
+
+// maxBatch is limits.max_batch (read only for batches, which are rare).
+func (s *Server) maxBatch() int {
+	if n := s.opt.Config.Limits.MaxBatch; n > 0 {
+		return n
+	}
+	return config.DefaultMaxBatch
+}
+
+// maxBatchData is the data of the answer to a batch over limits.max_batch.
+func maxBatchData(n int) []byte {
+	b := strconv.AppendInt([]byte(`{"max_batch":`), int64(n), 10)
+	return append(b, '}')
 }
 
 // write sends bytes from the loop. gnet copies what the socket does not take
@@ -380,15 +441,81 @@ func (c *conn) replyError(id []byte, code int, msg string, data []byte) gnet.Act
 // own: a reader that lets it grow past write_buffer_bytes is closed.
 func (c *conn) write(b []byte) gnet.Action {
 	c.send(b)
-	if c.backlog() > c.srv.lim.writeCap {
+	if c.backlog() > c.backlogCap() {
 		return c.failSlow()
 	}
 	return gnet.None
 }
 
+// Reply size and write cap agree (SPEC 10): write_buffer_bytes bounds both
+// what a connection may have queued and the largest reply it is sent. A
+// reply (an upstream's, or the builtin server's) whose frame is larger
+// never goes out; each request it answers gets -32603 "Internal error"
+// with data.reason "reply_too_large" instead (tooLarge), so a reading
+// client gets an answer and is never cut as a slow consumer for one reply.
+// Upstreams may send up to 64 MiB (stdio lines, HTTP bodies): raise
+// write_buffer_bytes to relay replies that large.
+
+// frameLen is the size of msg framed as one text message.
+func frameLen(msg []byte) int64 { return int64(frame.MaxHeaderLen(len(msg)) + len(msg)) }
+
+// backlogCap is write_buffer_bytes, against which backlog is judged. Over
+// TLS the backlog is ciphertext: a reply of the full cap is allowed its
+// records' overhead (22-29 bytes per record of at most 16 KiB, smaller
+// records while a connection starts: under cap/256 + 8 KiB in all).
+func (c *conn) backlogCap() int64 {
+	w := c.srv.lim.writeCap
+	if c.tc != nil {
+		return w + w>>8 + 8<<10
+	}
+	return w
+}
+
+// tooLarge appends to dst the answer that replaces msg, a reply over
+// write_buffer_bytes: an error for each response in it (one object, or an
+// array for a batch; mcp.AppendResponseErrors). Server requests and
+// notifications in it are dropped. It appends nothing when nothing is to
+// be answered or the answer itself would not fit.
+func (c *conn) tooLarge(dst, msg []byte) []byte {
+	s := c.srv
+	s.m.Rejected.WithLabelValues("reply_too_large").Inc()
+	s.log.Warn("message over limits.write_buffer_bytes not sent; the requests it answers get -32603", "subject", c.sess.Subject,
+		"session", c.sess.ID(), "bytes", len(msg), "write_buffer_bytes", s.lim.writeCap)
+	var data [96]byte
+	d := append(data[:0], `{"reason":"reply_too_large","reply_bytes":`...)
+	d = strconv.AppendInt(d, int64(len(msg)), 10)
+	d = append(d, `,"limit_bytes":`...)
+	d = strconv.AppendInt(d, s.lim.writeCap, 10)
+	d = append(d, '}')
+	start := len(dst)
+	dst = mcp.AppendResponseErrors(dst, msg, mcp.CodeInternal, "Internal error", d)
+	if frameLen(dst[start:]) > s.lim.writeCap {
+		return dst[:start] // a pathological batch of responses: dropped
+	}
+	return dst
+}
+
+// writeReply writes a reply built after frame.MaxHeaderSize bytes of room
+// (framed in place), or its tooLarge answer.
+func (c *conn) writeReply(reply []byte) gnet.Action {
+	body := reply[frame.MaxHeaderSize:]
+	if frameLen(body) <= c.srv.lim.writeCap {
+		return c.write(frame.TextInPlace(reply, frame.MaxHeaderSize))
+	}
+	b := getBuf(frame.MaxHeaderSize + 4096)
+	out := c.tooLarge((*b)[:frame.MaxHeaderSize], body)
+	act := gnet.None
+	if len(out) > frame.MaxHeaderSize {
+		act = c.write(frame.TextInPlace(out, frame.MaxHeaderSize))
+	}
+	*b = out[:0]
+	putBuf(b)
+	return act
+}
+
 // checkBacklog closes a slow reader from an AsyncWrite callback (on the loop).
 func (c *conn) checkBacklog() {
-	if c.sess.State != session.Closing && c.backlog() > c.srv.lim.writeCap {
+	if c.sess.State != session.Closing && c.backlog() > c.backlogCap() {
 		if c.failSlow() == gnet.Close {
 			_ = c.gc.EventLoop().Close(c.gc)
 		}
@@ -469,8 +596,16 @@ func (c *conn) Deliver(msg []byte) {
 	if c.dead.Load() || c.stopOut.Load() {
 		return // nothing may follow the close frame
 	}
-	n := int64(frame.MaxHeaderLen(len(msg)) + len(msg))
-	if c.sess.OutPending.Load()+n > c.srv.lim.writeCap {
+	answered := countResponses(msg)
+	if frameLen(msg) > c.srv.lim.writeCap {
+		// Too large to send: its requests are answered with errors.
+		b := getBuf(1024)
+		*b = c.tooLarge((*b)[:0], msg)
+		defer putBuf(b) // msg is copied before Deliver returns
+		msg = *b
+	}
+	n := frameLen(msg)
+	if len(msg) > 0 && c.sess.OutPending.Load()+n > c.backlogCap() {
 		c.runOnLoop(func() {
 			if c.failSlow() == gnet.Close {
 				_ = c.gc.EventLoop().Close(c.gc)
@@ -478,10 +613,13 @@ func (c *conn) Deliver(msg []byte) {
 		})
 		return
 	}
-	if answered := countResponses(msg); answered > 0 {
+	if answered > 0 {
 		if c.inflight.Add(-answered) <= 0 && c.draining.Load() {
 			defer c.runOnLoop(func() { c.closeNow(ws.StatusGoingAway, "Going away") })
 		}
+	}
+	if len(msg) == 0 {
+		return // nothing left to send (see tooLarge)
 	}
 	ob := outPool.Get().(*outBuf)
 	ob.c, ob.n = c, n
@@ -573,11 +711,6 @@ func (c *conn) startDrain() {
 // drainGrace is how long a drained connection with nothing in flight stays
 // open for a request already on its way.
 const drainGrace = 100 * time.Millisecond
-
-// countRequests is how many answers a relayed message asks for.
-func countRequests(env *mcp.Envelope, msg []byte) int32 {
-	return countKind(env, msg, mcp.KindRequest)
-}
 
 // countResponses is how many answers an upstream message carries.
 func countResponses(msg []byte) int32 {

@@ -11,7 +11,7 @@ FUZZTIME=${FUZZTIME:-5m}
 targets=(
 	frame:FuzzReader frame:FuzzParseHeader
 	reactor:FuzzUpgrade
-	mcp:FuzzScan upstream/builtin:FuzzHandle upstream/pool:FuzzRoundTrip
+	mcp:FuzzScan mcp:FuzzBatchError upstream/builtin:FuzzHandle upstream/pool:FuzzRoundTrip
 	auth:FuzzVerify
 	config:FuzzParseSize config:FuzzLoadYAML
 	edge:FuzzParseProxyHeader
