@@ -33,16 +33,26 @@ import (
 // epoch is the process's time zero; it carries a monotonic reading.
 var epoch = time.Now()
 
+// Offset is Now's value at the epoch. Callers keep "never" as 0 (a zero
+// lastUse, infoAt, deadline) and test "t - last > window" for staleness, as
+// they did with Unix nanoseconds; starting at 0, a process younger than a
+// window would take "never" for "a moment ago" (the Redis limiter refused
+// every first message of a subject for the first W after start). 2^55 ns
+// is about 417 days, longer than any window or deadline, and leaves
+// int64 room for 290 years.
+const Offset int64 = 1 << 55
+
 // fake, when set, replaces the current reading (tests only, see Fake).
 var fake atomic.Pointer[Fake]
 
-// Now is nanoseconds since the process epoch on the monotonic clock:
+// Now is Offset plus the nanoseconds since the process epoch on the
+// monotonic clock:
 // never negative, never going back, unaffected by wall-clock steps.
 func Now() int64 {
 	if f := fake.Load(); f != nil {
-		return int64(f.reading().Sub(epoch))
+		return Offset + int64(f.reading().Sub(epoch))
 	}
-	return int64(time.Since(epoch))
+	return Offset + int64(time.Since(epoch))
 }
 
 // Since is the time elapsed from t (a value of Now) to now.
@@ -64,5 +74,5 @@ func At(t time.Time) int64 {
 	} else {
 		r = time.Now()
 	}
-	return int64(r.Sub(epoch)) - int64(r.Sub(t))
+	return Offset + int64(r.Sub(epoch)) - int64(r.Sub(t))
 }

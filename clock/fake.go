@@ -26,8 +26,8 @@ type Fake struct {
 	wall atomic.Int64 // ns the wall reading was stepped, on top of mono
 }
 
-// NewFake returns a fake clock whose Now starts at start (ns since the
-// epoch, as Now counts).
+// NewFake returns a fake clock whose Now starts at Offset+start (start is
+// ns since the epoch).
 func NewFake(start int64) *Fake {
 	f := &Fake{base: epoch.Add(time.Duration(start))}
 	// The wall step rewrites a time.Time's wall field in place (there is no

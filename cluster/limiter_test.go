@@ -505,3 +505,19 @@ func BenchmarkLocalSubjectAllow(b *testing.B) {
 		l.Allow("agent-1", now)
 	}
 }
+
+// The first message of a subject, on a node that has heard nothing about
+// it, is admitted on credit even when the process is younger than the
+// window: "never heard" (infoAt 0) must read as long ago. With a clock
+// starting at 0 every first message was refused for the first W after start
+// (TestDescriptorBudgetEveryKind, 10 s window, saw -31029 on its first call).
+func TestLimiterFirstMessageAtStart(t *testing.T) {
+	r := startRedis(t)
+	l := newNodes(t, r, 1, ratelimit.Limit{N: 1000000, Window: time.Hour}, LimiterOptions{})[0]
+	waitFor(t, 3*time.Second, "the first heartbeat", func() bool { return l.Stats().Nodes == 1 })
+	for i := range 100 {
+		if ok, retry := l.AllowAt(fmt.Sprintf("fresh-%d", i), clock.Now()); !ok {
+			t.Fatalf("first message of subject %d refused (retry %v)", i, retry)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"context"
+	"github.com/mcpgate/gateway/clock"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,7 @@ type conn struct {
 // whose decrypted input reached its cap is pumped again as soon as the reader
 // has made room, rather than at the next socket read, which may never come.
 func (c *conn) onTraffic() gnet.Action {
-	c.lastInput = time.Now().UnixNano()
+	c.lastInput = clock.Now()
 	if c.shutting {
 		in, _ := c.gc.Peek(-1)
 		if len(in) > 0 {
@@ -328,7 +329,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		return act
 	}
 	if sl := s.opt.SubjectLimiter; sl != nil {
-		if ok, retry := sl.AllowN(c.sess.Subject, count, time.Unix(0, now)); !ok {
+		if ok, retry := sl.AllowNAt(c.sess.Subject, count, now); !ok {
 			s.m.RateLimit.WithLabelValues("subject", "deny").Inc()
 			// Each request gets -31029; notifications and responses are
 			// dropped.
@@ -704,7 +705,7 @@ func (c *conn) startDrain() {
 	if c.inflight.Load() <= 0 {
 		// A request may be on the wire, not yet read: give it a moment to
 		// arrive and be answered before the 1001 (the sweeper closes).
-		c.sess.Deadline.Store(time.Now().UnixNano() + int64(drainGrace))
+		c.sess.Deadline.Store(clock.Now() + int64(drainGrace))
 	}
 }
 

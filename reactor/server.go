@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mcpgate/gateway/clock"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -329,7 +330,7 @@ func (s *Server) Stats() Stats {
 // socket with every other descriptor of the process and refuses clients a
 // margin before the headroom accept() needs (fdbudget.ClientVerdict).
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	now := time.Now().UnixNano()
+	now := clock.Now()
 	n := s.open.Add(1) + s.heldFDs.Load()
 	s.accepted.Add(1)
 	s.m.ConnectionsOpen.Inc()
@@ -424,7 +425,7 @@ func (s *Server) admit(c *conn, now int64) {
 	case s.lim.maxPending > 0 && s.pending.Load() > s.lim.maxPending:
 		c.reject, c.retryAfter = 503, 1
 	default:
-		if ok, retry := s.ipRate.Allow(key, time.Unix(0, now)); !ok {
+		if ok, retry := s.ipRate.AllowAt(key, now); !ok {
 			c.reject, c.retryAfter = 429, int16((retry+time.Second-1)/time.Second)
 		}
 	}
@@ -550,7 +551,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	attrs := []any{
 		"remote", c.sess.Remote.String(),
-		"duration_ms", (time.Now().UnixNano() - c.sess.Opened) / 1e6,
+		"duration_ms", clock.Since(c.sess.Opened).Milliseconds(),
 		"state", c.sess.State.String(),
 	}
 	if c.sess.Subject != "" {

@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"context"
+	"github.com/mcpgate/gateway/clock"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -25,7 +26,7 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
+		now := clock.Now()
 		s.table.Range(func(ss *session.Session) bool {
 			dl := ss.Deadline.Load()
 			if dl == 0 || dl > now || !ss.Deadline.CompareAndSwap(dl, 0) {
@@ -37,7 +38,7 @@ func (s *Server) sweep(ctx context.Context) {
 			return true
 		})
 		if n++; n%50 == 0 {
-			s.ipRate.Sweep(time.Now())
+			s.ipRate.SweepAt(clock.Now())
 		}
 		s.m.BufferedBytes.Set(float64(s.held.Used()))
 	}
@@ -46,7 +47,7 @@ func (s *Server) sweep(ctx context.Context) {
 // onDeadline runs on the connection's loop when its deadline passed.
 func (c *conn) onDeadline() {
 	s := c.srv
-	now := time.Now().UnixNano()
+	now := clock.Now()
 	if c.shutting {
 		c.lingerStep(now)
 		return

@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"errors"
+	"github.com/mcpgate/gateway/clock"
 	"sync"
 	"time"
 
@@ -139,11 +140,11 @@ func (c *conn) shut() gnet.Action {
 	if c.tc != nil && c.tc.Established() {
 		_ = c.tc.CloseNotify()
 	}
-	now := time.Now().UnixNano()
+	now := clock.Now()
 	c.flushUntil = now + int64(flushGrace)
 	if c.asyncOut.Load() > 0 {
 		// gnet runs its tasks in order: this one comes after the writes.
-		c.runOnLoop(func() { c.lingerStep(time.Now().UnixNano()) })
+		c.runOnLoop(func() { c.lingerStep(clock.Now()) })
 		return gnet.None
 	}
 	return c.linger(now)

@@ -52,7 +52,7 @@ func (id ID) gen() uint32  { return uint32(id >> 32) }
 // sliding window of ratelimit (44 bytes), is most of it; State and RouteIdx
 // follow it to fill its 4-byte alignment.
 type Session struct {
-	// Deadline is the next time (unix ns) the sweeper must look at this
+	// Deadline is the next time (clock.Now ns) the sweeper must look at this
 	// connection: the handshake or auth deadline, the next ping, or the idle
 	// cut. 0 means none. Written by the owning loop, read by the sweeper.
 	Deadline atomic.Int64
@@ -63,9 +63,9 @@ type Session struct {
 
 	Remote   netip.Addr // the client, after PROXY / X-Forwarded-For from a trusted peer
 	Subject  string     // the principal, once authenticated
-	Opened   int64      // unix ns
-	LastSeen int64      // unix ns of the last inbound frame (loop-owned)
-	PingSent int64      // unix ns of the last ping we sent, 0 when answered
+	Opened   int64      // clock.Now ns
+	LastSeen int64      // clock.Now ns of the last inbound frame (loop-owned)
+	PingSent int64      // clock.Now ns of the last ping we sent, 0 when answered
 
 	MsgsIn   uint32
 	MsgsOut  atomic.Uint32
