@@ -238,6 +238,10 @@ func (b *Budget) Headroom() int64 { return b.headroom.Load() }
 // Margin is how far before the others clients are refused.
 func (b *Budget) Margin() int64 { return b.margin.Load() }
 
+// Reserve is how many descriptors clients never take, even to be refused:
+// a quarter of the margin, at least 4 (see ClientVerdict).
+func (b *Budget) Reserve() int64 { return max(4, b.margin.Load()/4) }
+
 // Track makes the budget read kind k's count from f (the reactor's own
 // counters of open and lingering sockets) instead of Acquire and Release.
 // f must be cheap and safe from any goroutine.
@@ -296,13 +300,21 @@ func (b *Budget) Refused(k Kind) int64 { return b.refused[k].Load() }
 
 // ClientVerdict decides on a client connection the reactor has just
 // accepted (and already counts): Admit while at least the client margin
-// is free, Refuse while the accept headroom is untouched, Close past it.
+// is free, Refuse (a 503 that holds the descriptor while it is written)
+// while at least the reserve is free, Close at once below it.
+//
+// The reserve (Reserve: a quarter of the margin, at least 4) is for the
+// descriptors that serve the clients already in and the operator: upstream
+// and Redis connections, admin requests. Refused clients linger for their
+// 503, so without it a flood keeps the budget at zero and an operator's
+// POST /admin/revoke during the flood is closed at accept (e2e
+// TestDescriptorBudgetEveryKind saw exactly that).
 func (b *Budget) ClientVerdict() Verdict {
 	free := b.Free()
 	switch {
 	case free >= b.margin.Load():
 		return Admit
-	case free >= 0:
+	case free >= b.Reserve():
 		b.refused[Client].Add(1)
 		b.Kick()
 		return Refuse

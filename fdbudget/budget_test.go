@@ -114,7 +114,7 @@ func TestClientVerdict(t *testing.T) {
 	for _, c := range []struct {
 		n    int64
 		want Verdict
-	}{{0, Admit}, {877, Admit}, {878, Refuse}, {893, Refuse}, {894, Close}, {2000, Close}} {
+	}{{0, Admit}, {877, Admit}, {878, Refuse}, {889, Refuse}, {890, Close}, {893, Close}, {2000, Close}} {
 		clients.Store(c.n)
 		if got := b.ClientVerdict(); got != c.want {
 			t.Errorf("%d clients (free %d): %v, want %v", c.n, b.Free(), got, c.want)
@@ -125,6 +125,13 @@ func TestClientVerdict(t *testing.T) {
 	clients.Store(878)
 	if !b.TryAcquire(Stdio, 9) {
 		t.Fatal("a worker was refused within the client margin")
+	}
+	// Clients closed at once below the reserve leave it to the others: an
+	// admin connection still fits.
+	b.Release(Stdio, 9)
+	clients.Store(890)
+	if b.ClientVerdict() != Close || !b.TryAcquire(Admin, 1) {
+		t.Fatalf("free %d, reserve %d: the admin connection did not fit", b.Free(), b.Reserve())
 	}
 }
 
