@@ -31,6 +31,8 @@ const (
 	CodeReconnect           = -31000 // draining: reconnect elsewhere (data.retry_after_ms)
 	CodeRateLimited         = -31029 // per_subject limit (data.retry_after_ms)
 	CodeUpstreamUnavailable = -31503 // no worker can take it now (data.retry_after_ms)
+	CodeUpstreamTimeout     = -31504 // no answer within the upstream's request_timeout
+	CodeForbidden           = -31003 // an authorization rule denied it (data.reason)
 )
 
 var (

@@ -358,6 +358,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	buf := upstream.GetBuffer(len(msg))
 	copy(buf, msg)
 	if err := c.up.Send(buf); err != nil {
+		upstream.PutBuffer(buf) // not taken: the caller keeps it (upstream.Session)
 		c.inflight.Add(-requests)
 		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
 		return c.refuseMsg(msg, &env, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))

@@ -32,7 +32,8 @@ func value(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
 
 // A URL that refuses connections: a new session goes to the other URL, the
 // refusing one is marked down and skipped by the next sessions, and with
-// every URL down a session gets -32603 and close 1013.
+// every URL down a session gets -31503 (with data.retry_after_ms) and
+// close 1013.
 func TestURLDown(t *testing.T) {
 	f := newFakeServer(t, false)
 	m := metrics.New()
@@ -55,8 +56,8 @@ func TestURLDown(t *testing.T) {
 	s, sink := pooltest.Open(t, all)
 	pooltest.Send(t, s, fakeInit)
 	d := pooltest.Decode(t, sink.WaitReply(t, wait, `0`))
-	if d.Error == nil || d.Error.Code != -32603 || d.Error.Message != "Upstream unavailable" {
-		t.Fatalf("want -32603 Upstream unavailable, got %+v", d)
+	if d.Error == nil || d.Error.Code != -31503 || d.Error.Message != "Upstream unavailable" || d.Error.Data.RetryAfterMS == nil {
+		t.Fatalf("want -31503 Upstream unavailable with retry_after_ms, got %+v", d)
 	}
 	if code, _ := sink.WaitFail(t, wait); code != 1013 {
 		t.Fatalf("Fail(%d)", code)
@@ -64,7 +65,7 @@ func TestURLDown(t *testing.T) {
 	// Stateless requests get the same answer, and the connection stays.
 	r, rsink := pooltest.Open(t, all)
 	pooltest.Send(t, r, `{"jsonrpc":"2.0","id":"x","method":"echo"}`)
-	if d := pooltest.Decode(t, rsink.WaitReply(t, wait, `"x"`)); d.Error == nil || d.Error.Code != -32603 {
+	if d := pooltest.Decode(t, rsink.WaitReply(t, wait, `"x"`)); d.Error == nil || d.Error.Code != -31503 || d.Error.Data.RetryAfterMS == nil {
 		t.Fatalf("%+v", d)
 	}
 	if _, _, failed := rsink.Failed(); failed {
@@ -151,7 +152,7 @@ func TestRequestTimeout(t *testing.T) {
 	s, sink := pooltest.Open(t, u)
 	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"slow","method":"sleep","params":{"ms":800}}`)
 	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"slow"`))
-	if d.Error == nil || d.Error.Code != -32603 || d.Error.Message != "Upstream request timed out" {
+	if d.Error == nil || d.Error.Code != -31504 || d.Error.Message != "Upstream timeout" {
 		t.Fatalf("%+v", d)
 	}
 	waitFor(t, "cancellation sent", func() bool {

@@ -38,7 +38,7 @@ func (u *Upstream) dispatch(s *session, e *exch) {
 		t := u.pick(tried)
 		if t == nil {
 			u.st.Error("no_worker")
-			u.fail(call, pool.MsgUnavailable)
+			u.unavailable(call)
 			return
 		}
 		sid, ver := "", version
@@ -54,7 +54,7 @@ func (u *Upstream) dispatch(s *session, e *exch) {
 					continue
 				}
 				u.st.Error(errKind(err))
-				u.fail(call, pool.MsgUnavailable)
+				u.unavailable(call)
 				return
 			}
 		}
@@ -113,11 +113,20 @@ func (u *Upstream) fail(call *pool.Call, msg string) {
 	}
 }
 
+// unavailable answers a request-mode call -31503 "Upstream unavailable"
+// (with data.retry_after_ms) if it is still in flight: no URL could take
+// it, and it never reached a server.
+func (u *Upstream) unavailable(call *pool.Call) {
+	if call != nil && u.table.Remove(call) {
+		call.Unavailable(pool.RetryAfter)
+	}
+}
+
 // onTimeout answers a request its server did not answer in time, tells the
 // server to stop, and stops reading the answer: the late reply is dropped.
 func (u *Upstream) onTimeout(call *pool.Call) {
 	u.st.Error("timeout")
-	call.ReplyError(mcp.CodeInternal, pool.MsgTimeout)
+	call.TimedOut()
 	e := call.Worker.(*exch)
 	if t, sid, version := e.dest(); t != nil {
 		var buf [160]byte

@@ -230,7 +230,9 @@ func (s *session) initialize(e *exch) {
 		if t = s.u.pick(tried); t == nil {
 			// Every URL refused the connection.
 			s.u.st.Error("no_worker")
-			s.fail(call, pool.MsgUnavailable)
+			if call != nil && s.table.Remove(call) {
+				call.Unavailable(pool.RetryAfter)
+			}
 			s.die("", 1013, pool.MsgNoWorker)
 			return
 		}
@@ -289,7 +291,7 @@ func (s *session) die(kind string, code uint16, reason string) {
 		s.u.log.Warn("upstream session lost", "upstream", s.u.name, "kind", kind)
 	}
 	for _, c := range s.table.TakeAll() {
-		c.ReplyError(mcp.CodeInternal, pool.MsgWorkerDied)
+		c.Died()
 	}
 	s.route.Fail(code, reason)
 }

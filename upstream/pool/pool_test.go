@@ -154,7 +154,7 @@ func TestTimeout(t *testing.T) {
 	var fired atomic.Int32
 	tbl.Add(p.Out[0].Call, 20*time.Millisecond, func(c *Call) {
 		fired.Add(1)
-		c.ReplyError(mcp.CodeInternal, MsgTimeout)
+		c.TimedOut()
 	})
 	if busy.Load() != 1 {
 		t.Fatal("busy not counted")

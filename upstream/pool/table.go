@@ -42,9 +42,13 @@ func (c *Call) Reply(msg []byte) {
 }
 
 // ReplyError answers the call with a JSON-RPC error carrying its client id.
-func (c *Call) ReplyError(code int, message string) {
+func (c *Call) ReplyError(code int, message string) { c.ReplyErrorData(code, message, nil) }
+
+// ReplyErrorData answers the call with a JSON-RPC error with data (nil:
+// none).
+func (c *Call) ReplyErrorData(code int, message string, data []byte) {
 	var buf [256]byte
-	c.Reply(mcp.AppendError(buf[:0], c.ID, code, message, nil))
+	c.Reply(mcp.AppendError(buf[:0], c.ID, code, message, data))
 }
 
 // Table holds the calls in flight on one worker (or one upstream), keyed by

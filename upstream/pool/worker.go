@@ -2,6 +2,8 @@ package pool
 
 import (
 	"log/slog"
+	"strconv"
+	"time"
 
 	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/mcp"
@@ -31,14 +33,48 @@ type Routing struct {
 	Log *slog.Logger
 }
 
-// Error texts the gateway answers with (JSON-RPC -32603 unless noted).
+// Texts the gateway answers with (SPEC 4.6): MsgWorkerDied is the close
+// reason (1011) of a session whose worker died, MsgNoWorker that of 1013;
+// the JSON-RPC answers are Call.Died (-32603 "Internal error"),
+// Call.TimedOut (-31504 MsgTimeout) and Call.Unavailable (-31503
+// MsgUnavailable with data.retry_after_ms).
 const (
 	MsgWorkerDied     = "Upstream worker died"
-	MsgTimeout        = "Upstream request timed out"
+	MsgInternal       = "Internal error"
+	MsgTimeout        = "Upstream timeout"
 	MsgNoWorker       = "No worker available"
 	MsgUnavailable    = "Upstream unavailable"
 	msgNoServerToUser = "Server-to-client requests are not available to stateless clients"
 )
+
+// RetryAfter is the retry_after_ms the gateway suggests with -31503 when
+// no worker can take a request now: about the time a worker takes to
+// start.
+const RetryAfter = time.Second
+
+// RetryAfterData is {"retry_after_ms":ms} for d.
+func RetryAfterData(dst []byte, d time.Duration) []byte {
+	dst = append(dst, `{"retry_after_ms":`...)
+	dst = strconv.AppendInt(dst, max(0, d.Milliseconds()), 10)
+	return append(dst, '}')
+}
+
+// Died answers c -32603 "Internal error" with data.reason "worker_died":
+// its worker died (or was ended as hung) with c in flight.
+func (c *Call) Died() {
+	c.ReplyErrorData(mcp.CodeInternal, MsgInternal, []byte(`{"reason":"worker_died"}`))
+}
+
+// TimedOut answers c -31504 "Upstream timeout": no answer within the
+// upstream's request_timeout.
+func (c *Call) TimedOut() { c.ReplyError(mcp.CodeUpstreamTimeout, MsgTimeout) }
+
+// Unavailable answers c -31503 "Upstream unavailable" with
+// data.retry_after_ms: no worker can take it now.
+func (c *Call) Unavailable(retry time.Duration) {
+	var buf [40]byte
+	c.ReplyErrorData(mcp.CodeUpstreamUnavailable, MsgUnavailable, RetryAfterData(buf[:0], retry))
+}
 
 // FromWorker routes one message (or batch) a worker sent: a reply goes to
 // the connection that asked, with its id restored byte for byte; progress,

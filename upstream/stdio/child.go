@@ -14,7 +14,6 @@ import (
 
 	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/fdbudget"
-	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
 )
@@ -310,7 +309,7 @@ func (c *child) die() {
 		c.u.log.Warn("worker died", "upstream", c.u.name, "pid", c.PID(), "in_flight", len(calls))
 	}
 	for _, call := range calls {
-		call.ReplyError(mcp.CodeInternal, pool.MsgWorkerDied)
+		call.Died()
 	}
 	if rt := c.routing.Load(); rt != nil && rt.Session != nil && failed {
 		rt.Session.Fail(1011, pool.MsgWorkerDied)

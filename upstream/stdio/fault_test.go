@@ -152,7 +152,7 @@ func TestRequestTimeout(t *testing.T) {
 	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"slow","method":"sleep","params":{"ms":700}}`)
 	start := time.Now()
 	d := pooltest.Decode(t, sink.WaitReply(t, wait, `"slow"`))
-	if d.Error == nil || d.Error.Code != -32603 || d.Error.Message != "Upstream request timed out" {
+	if d.Error == nil || d.Error.Code != -31504 || d.Error.Message != "Upstream timeout" {
 		t.Fatalf("want a timeout error, got %+v", d)
 	}
 	if el := time.Since(start); el > 2*time.Second {

@@ -55,7 +55,6 @@ import (
 
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/fdbudget"
-	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
@@ -443,7 +442,7 @@ func (u *Upstream) release(c *child, diedYoung bool) {
 // the worker to stop; a late reply finds no call and is dropped.
 func (u *Upstream) onTimeout(call *pool.Call) {
 	u.st.Error("timeout")
-	call.ReplyError(mcp.CodeInternal, pool.MsgTimeout)
+	call.TimedOut()
 	if w, ok := call.Worker.(*child); ok {
 		var buf [160]byte
 		w.trySend(pool.AppendCancel(buf[:0], call.GID, "request timed out"))

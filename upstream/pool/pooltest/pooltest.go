@@ -149,6 +149,10 @@ type Decoded struct {
 	Error  *struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
+		Data    struct {
+			RetryAfterMS *int64 `json:"retry_after_ms"`
+			Reason       string `json:"reason"`
+		} `json:"data"`
 	} `json:"error"`
 }
 
