@@ -265,8 +265,10 @@ func TestClusterRedisFailure(t *testing.T) {
 	}
 }
 
-// One node drains while clients send: every request is answered before its
-// close 1001, and HAProxy sends new connections to the other nodes.
+// One node drains while clients send: every request is answered (a result,
+// or -31000 "Reconnect" once the drain began, after which the client sends
+// nothing more there) before its close 1001, and HAProxy sends new
+// connections to the other nodes.
 func TestClusterDrain(t *testing.T) {
 	rd := startRedis(t)
 	nodes := clusterNodes(t, rd.URL(), 3, with("ratelimit", `
@@ -312,12 +314,16 @@ func TestClusterDrain(t *testing.T) {
 					c.unansweredAtClose = c.sent - c.answered
 					return
 				}
-				// An answer may be followed at once by the drain's close.
-				if f2, err := c.r.readFrame(20 * time.Millisecond); err == nil && f2.op == 8 {
-					c.closedWith, _ = wsraw.ParseClose(f2.payload)
-					c.unansweredAtClose = c.sent - c.answered
+				if strings.Contains(string(f.payload), `"code":-31000`) {
+					// Reconnect: send nothing more here; the 1001
+					// follows once the connection has been quiet.
+					if f2, err := c.r.readFrame(10 * time.Second); err == nil && f2.op == 8 {
+						c.closedWith, _ = wsraw.ParseClose(f2.payload)
+						c.unansweredAtClose = c.sent - c.answered
+					}
 					return
 				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		}()
 	}

@@ -3,6 +3,7 @@ package reactor
 import (
 	"context"
 	"github.com/mcpgate/gateway/clock"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,7 +42,12 @@ type conn struct {
 	stopOut       atomic.Bool  // the connection is ending: workers stop delivering
 	asyncOut      atomic.Int32 // AsyncWrites queued and not yet run (see send)
 	inflight      atomic.Int32 // requests relayed and not yet answered
-	draining      atomic.Bool  // close 1001 once inflight reaches 0
+	draining      atomic.Bool  // drain protocol: -31000 to requests, 1001 once quiet (drainDue)
+	lastAnswer    atomic.Int64 // draining: when an in-flight request was last answered (ns)
+	drainFrom     int64        // draining: when the drain of this connection began (ns)
+	drainQuiet    int64        // draining: how long it must be quiet before its 1001 (ns)
+	rebalanced    bool         // asked to reconnect by rebalancing (Server.reconnecting)
+	authed        atomic.Bool  // authenticated (Open or later): Reconnect's candidates
 	closeReason   string
 	closeCode     uint16
 	status        int16 // HTTP status answered to the upgrade (101 on success)
@@ -320,12 +326,12 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		// Every request still gets an answer before the 1001: new ones are
 		// refused here, each request of a batch with its own error;
 		// in-flight ones are waited for.
+		// The 1001 waits until the client has been quiet for drainQuiet
+		// after this answer (drainDue): a client that stops sending on
+		// -31000 may have more requests on the wire, and each of them is
+		// answered too rather than read after the close and dropped.
 		act := c.refuseMsg(msg, &env, mcp.CodeReconnect, "Reconnect", retryAfterMS(time.Second))
-		if act == gnet.None && c.inflight.Load() <= 0 {
-			// Everything this client asked is answered: the 1001 follows
-			// the answer on the same socket.
-			return c.fail(ws.StatusGoingAway, "Going away")
-		}
+		c.wakeBy(now + c.drainQuiet)
 		return act
 	}
 	if sl := s.opt.SubjectLimiter; sl != nil {
@@ -380,6 +386,7 @@ func (c *conn) authenticated(now int64, subject string) bool {
 	c.up = up
 	c.inline, _ = up.(upstream.Inline)
 	c.sess.State = session.Open
+	c.authed.Store(true)
 	if c.pending {
 		c.pending = false
 		s.pending.Add(-1)
@@ -617,7 +624,11 @@ func (c *conn) Deliver(msg []byte) {
 	}
 	if answered > 0 {
 		if c.inflight.Add(-answered) <= 0 && c.draining.Load() {
-			defer c.runOnLoop(func() { c.closeNow(ws.StatusGoingAway, "Going away") })
+			// The last answer: the 1001 follows once the client has been
+			// quiet for drainQuiet after it (drainDue, on the sweeper).
+			now := clock.Now()
+			c.lastAnswer.Store(now)
+			c.wakeBy(now + c.drainQuiet)
 		}
 	}
 	if len(msg) == 0 {
@@ -695,24 +706,81 @@ func retryAfterMS(d time.Duration) []byte {
 	return append(b, '}')
 }
 
-// startDrain runs on the loop at SIGTERM: close once nothing is in flight,
-// right after the last answer, or after a short grace when nothing is.
+// The drain protocol (SPEC 4.4, 4.6), for every connection at SIGTERM
+// (startDrain) and for the few a rebalancing node sheds (startReconnect):
+// each request is answered -31000 "Reconnect"; requests in flight are
+// answered as usual; the connection closes with 1001 "Going away" once
+// nothing is in flight and nothing has been received for drainQuiet after
+// the last answer or request (drainDue), or at drain_timeout (Drain). A
+// client that stops sending on -31000 thus has every request answered: a
+// request it sent before it read the -31000 arrives within the grace and
+// gets its own -31000. drainQuiet is DrainQuiet plus a share of
+// DrainSpread drawn per connection, so the closes of a node's connections
+// are spread over the grace rather than sent in one sweep.
+const (
+	// DrainQuiet is the least time a draining connection must be quiet
+	// (nothing received, nothing in flight) before its 1001: longer than a
+	// loopback or LAN round trip under load, short beside drain_timeout.
+	DrainQuiet = time.Second
+	// DrainSpread is the most added to DrainQuiet per connection.
+	DrainSpread = time.Second
+)
+
+// startDrain runs on the loop at SIGTERM: a connection not yet open closes
+// at once, an open one enters the drain protocol.
 func (c *conn) startDrain() {
 	if c.sess.State != session.Open {
 		c.closeNow(ws.StatusGoingAway, "Going away")
 		return
 	}
-	c.draining.Store(true)
-	if c.inflight.Load() <= 0 {
-		// A request may be on the wire, not yet read: give it a moment to
-		// arrive and be answered before the 1001 (the sweeper closes).
-		c.sess.Deadline.Store(clock.Now() + int64(drainGrace))
-	}
+	c.enterDrain()
 }
 
-// drainGrace is how long a drained connection with nothing in flight stays
-// open for a request already on its way.
-const drainGrace = 100 * time.Millisecond
+// startReconnect runs on the loop when a rebalancing node asks this
+// connection to move: the drain protocol for it alone. It reports whether
+// the connection entered it (open, idle, not draining already).
+func (c *conn) startReconnect() bool {
+	if c.sess.State != session.Open || c.shutting || c.draining.Load() || c.inflight.Load() > 0 {
+		return false
+	}
+	c.rebalanced = true
+	c.srv.reconnecting.Add(1)
+	c.enterDrain()
+	return true
+}
+
+// enterDrain starts the drain protocol on an open connection (on its loop).
+func (c *conn) enterDrain() {
+	if c.draining.Load() {
+		return
+	}
+	now := clock.Now()
+	c.drainFrom = now
+	c.drainQuiet = int64(DrainQuiet) + rand.Int64N(int64(DrainSpread)+1)
+	c.draining.Store(true)
+	c.wakeBy(now + c.drainQuiet)
+}
+
+// drainDue is when a draining connection with nothing in flight closes:
+// drainQuiet after the last thing received, answered or the drain's start.
+// On the loop.
+func (c *conn) drainDue() int64 {
+	return max(c.drainFrom, c.lastInput, c.lastAnswer.Load()) + c.drainQuiet
+}
+
+// wakeBy makes the sweeper look at the connection by t at the latest
+// (Deadline holds the earliest time it must; 0 is none). Any goroutine.
+func (c *conn) wakeBy(t int64) {
+	for {
+		dl := c.sess.Deadline.Load()
+		if dl != 0 && dl <= t {
+			return
+		}
+		if c.sess.Deadline.CompareAndSwap(dl, t) {
+			return
+		}
+	}
+}
 
 // countResponses is how many answers an upstream message carries.
 func countResponses(msg []byte) int32 {

@@ -133,6 +133,9 @@ type Server struct {
 	heldFDs  atomic.Int64 // lingering descriptors out of the loop (holdFD)
 	pending  atomic.Int64
 	draining atomic.Bool
+	// reconnecting counts open connections a rebalancing node asked to
+	// reconnect (Reconnect) that have not closed yet.
+	reconnecting atomic.Int64
 
 	ipMu    sync.Mutex
 	ipConns map[netip.Addr]int32 // keyed by ipKey.key
@@ -302,6 +305,35 @@ func (s *Server) Drain(ctx context.Context) {
 		}
 	}
 }
+
+// Reconnect asks up to n idle open connections (nothing in flight) to
+// reconnect elsewhere, for rebalancing: each gets the drain protocol of
+// startDrain on its own (-31000 to its requests, 1001 once quiet). It
+// returns how many it picked; a pick its loop finds busy or closing is
+// skipped there, so Reconnecting may grow by fewer. Nothing while draining.
+func (s *Server) Reconnect(n int) int {
+	if n <= 0 || s.draining.Load() {
+		return 0
+	}
+	picked := 0
+	s.table.Range(func(ss *session.Session) bool {
+		c, ok := ss.Conn.(*conn)
+		if !ok || !c.authed.Load() || c.draining.Load() || c.inflight.Load() > 0 || c.dead.Load() || c.stopOut.Load() {
+			return true
+		}
+		c.runOnLoop(func() { c.startReconnect() })
+		picked++
+		return picked < n
+	})
+	return picked
+}
+
+// OpenConns is how many connections are open (every state).
+func (s *Server) OpenConns() int64 { return s.open.Load() }
+
+// Reconnecting is how many open connections were asked to reconnect
+// (Reconnect) and have not closed yet.
+func (s *Server) Reconnecting() int64 { return s.reconnecting.Load() }
 
 // CloseSubject closes every connection of one principal on this node (a
 // revocation) with code and reason.
@@ -532,6 +564,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	c.dead.Store(true)
+	if c.rebalanced {
+		s.reconnecting.Add(-1)
+	}
 	s.table.Remove(&c.sess)
 	s.releaseAdmission(c)
 	if c.up != nil {

@@ -65,9 +65,13 @@ func (c *conn) onDeadline() {
 		s.m.AuthFailures.WithLabelValues("timeout").Inc()
 		c.closeNow(ws.StatusPolicyViolation, session.ReasonAuthTimeout)
 	case session.Open:
+		drainDue := int64(0)
 		if c.draining.Load() && c.inflight.Load() <= 0 {
-			c.closeNow(ws.StatusGoingAway, "Going away")
-			return
+			// The drain protocol (startDrain): 1001 once quiet.
+			if drainDue = c.drainDue(); now >= drainDue {
+				c.closeNow(ws.StatusGoingAway, "Going away")
+				return
+			}
 		}
 		msgDue := int64(0)
 		if c.msgStart != 0 {
@@ -96,6 +100,9 @@ func (c *conn) onDeadline() {
 		}
 		if msgDue != 0 {
 			next = min(next, msgDue)
+		}
+		if drainDue != 0 {
+			next = min(next, drainDue)
 		}
 		c.sess.Deadline.Store(next)
 	}
