@@ -84,6 +84,7 @@ func Default() *Config {
 		Routes:       []Route{{Path: "/mcp", Upstream: "demo"}},
 		Admin:        Admin{Listen: "127.0.0.1:9090"},
 		DrainTimeout: Duration(30 * time.Second),
+		Rebalance:    Rebalance{Margin: 0.1, Rate: 20},
 		Log:          Log{Format: "text", Level: "info"},
 
 		defaultRoute: true,

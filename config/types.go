@@ -24,6 +24,7 @@ type Config struct {
 	Routes            []Route    `yaml:"routes"`
 	Admin             Admin      `yaml:"admin"`
 	DrainTimeout      Duration   `yaml:"drain_timeout"`
+	Rebalance         Rebalance  `yaml:"rebalance"`
 	Log               Log        `yaml:"log"`
 
 	// defaultRoute is true while Routes is the implicit route of Path to the
@@ -140,6 +141,17 @@ type Redis struct {
 	// LocalShare, when > 0, is this node's per-subject limit per window in
 	// the local fallback, instead of the limit divided by Nodes.
 	LocalShare int `yaml:"local_share"`
+}
+
+// Rebalance evens out long-lived connections across nodes (needs redis):
+// every node publishes its connection count each second, and a node above
+// its fair share (the cluster's connections over its nodes) by more than
+// Margin asks the excess of its idle clients to reconnect, at most Rate a
+// second, with the drain protocol (-31000, then 1001 once quiet).
+type Rebalance struct {
+	Enabled bool    `yaml:"enabled"`
+	Margin  float64 `yaml:"margin"` // fraction above the fair share tolerated
+	Rate    int     `yaml:"rate"`   // reconnect requests per second, at most
 }
 
 // Upstream is one pool of MCP servers. Which fields apply depends on Type.

@@ -431,6 +431,15 @@ func (c *Config) validateMisc(v *validator) {
 	if c.DrainTimeout < 0 {
 		v.add("drain_timeout", "must not be negative")
 	}
+	if c.Rebalance.Margin <= 0 || c.Rebalance.Margin > 10 {
+		v.add("rebalance.margin", "%g: want a fraction above 0 (0.1 = 10 %% above the fair share), at most 10", c.Rebalance.Margin)
+	}
+	if c.Rebalance.Rate < 1 {
+		v.add("rebalance.rate", "%d: must be at least 1 (reconnects per second)", c.Rebalance.Rate)
+	}
+	if c.Rebalance.Enabled && c.Redis.URL == "" {
+		v.add("rebalance.enabled", "needs redis.url (nodes share their connection counts there)")
+	}
 	if f := c.Log.Format; f != "text" && f != "json" {
 		v.add("log.format", "%q: want text or json", f)
 	}

@@ -368,3 +368,144 @@ func TestDrainLosesNothing(t *testing.T) {
 		}
 	})
 }
+
+// clusterNode is a gateway on fixed ports that a test can stop and start
+// again on the same ports (a rolling restart behind a balancer).
+type clusterNode struct {
+	addr, admin, dir string
+	opts             []option
+	g                *gateway
+}
+
+func (n *clusterNode) start(t *testing.T) {
+	t.Helper()
+	n.g = &gateway{wsraw.Launch(t, gatewayBinFast, n.dir, nodeSpec(n.addr, n.admin, wsraw.WS, n.opts...))}
+}
+
+// restart drains the node (SIGTERM), waits for it to exit, and starts it
+// again on the same ports; it returns the drain's duration.
+func (n *clusterNode) restart(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	must(t, n.g.Signal(syscall.SIGTERM))
+	select {
+	case <-n.g.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not exit after its drain")
+	}
+	if err := n.g.ExitErr(); err != nil {
+		t.Fatalf("exit after drain: %v", err)
+	}
+	took := time.Since(start)
+	n.start(t)
+	return took
+}
+
+func (n *clusterNode) open(t *testing.T) int {
+	return int(n.g.Metric(t, "gateway_connections_open"))
+}
+
+// TestRollingRestartRebalance: two nodes behind HAProxy (TCP mode,
+// send-proxy-v2, health checks on /readyz), 400 clients that each send a
+// request every 500 ms, obey -31000 and reconnect through HAProxy after
+// their 1001. Node 1 is restarted (drained, started again on its ports),
+// then node 2: no request is lost, and with rebalancing on (margin 5 %,
+// 50 reconnects/s) the nodes hold within 20 % of each other's connections
+// within 60 s of the second restart (without it every client would stay on
+// node 1).
+func TestRollingRestartRebalance(t *testing.T) {
+	rd := startRedis(t)
+	const clients = 400
+	opts := append(drainConfig(),
+		with("drain_timeout", "15s"),
+		with("proxy", `
+  trusted_cidrs: ["127.0.0.0/8"]
+  proxy_protocol: true`),
+		with("redis", fmt.Sprintf(`
+  url: %q
+  on_failure: local`, rd.URL())),
+		with("rebalance", `
+  enabled: true
+  margin: 0.05
+  rate: 50`))
+	nodes := make([]*clusterNode, 2)
+	for i := range nodes {
+		nodes[i] = &clusterNode{addr: fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t)),
+			admin: fmt.Sprintf("127.0.0.1:%d", wsraw.FreePort(t)), dir: t.TempDir(), opts: opts}
+		nodes[i].start(t)
+	}
+	hp := wsraw.HAProxy{Defaults: "  retries 3\n  option redispatch\n", Backend: `  balance roundrobin
+  option httpchk GET /readyz
+  default-server inter 100ms fall 1 rise 2
+`}
+	for _, n := range nodes {
+		_, adminPort, _ := strings.Cut(n.admin, ":")
+		hp.Servers = append(hp.Servers, wsraw.HAServer{Addr: n.addr, Options: "send-proxy-v2 check port " + adminPort})
+	}
+	front := wsraw.StartHAProxy(t, hp)
+	time.Sleep(500 * time.Millisecond) // first health checks
+	dial := func() (*wsraw.Conn, error) { return wsraw.DialAuthed(front, aliceToken) }
+
+	conns := dialMany(t, clients, dial)
+	cs := make([]*obeyClient, clients)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range cs {
+		cs[i] = &obeyClient{dial: dial, interval: 500 * time.Millisecond, reconnect: true}
+		wg.Add(1)
+		go func() { defer wg.Done(); cs[i].run(ctx, conns[i]) }()
+	}
+	stopped := false
+	stop := func() obeyTotals {
+		if !stopped {
+			stopped = true
+			cancel()
+			wg.Wait()
+		}
+		return sumObey(cs)
+	}
+	defer stop()
+	counts := func() (int, int) { return nodes[0].open(t), nodes[1].open(t) }
+	time.Sleep(3 * time.Second)
+	a, b := counts()
+	t.Logf("before the restarts: node 1 %d, node 2 %d", a, b)
+	for i, n := range nodes {
+		took := n.restart(t)
+		a, b := counts()
+		t.Logf("node %d drained in %v and started again: node 1 %d, node 2 %d", i+1, took.Round(time.Millisecond), a, b)
+		time.Sleep(3 * time.Second) // health checks see it up (rise 2 x 100 ms)
+	}
+	second := time.Now()
+	var evenAt time.Duration
+	for {
+		a, b := counts()
+		hi, lo := max(a, b), min(a, b)
+		if hi > 0 && float64(hi-lo) <= 0.2*float64(hi) && a+b >= clients*9/10 {
+			if evenAt == 0 {
+				evenAt = time.Since(second)
+				t.Logf("within 20 %% after %v: node 1 %d, node 2 %d", evenAt.Round(100*time.Millisecond), a, b)
+			}
+			if time.Since(second) > evenAt+5*time.Second {
+				break // and it stays so
+			}
+		} else if evenAt != 0 {
+			t.Logf("apart again after %v: node 1 %d, node 2 %d", time.Since(second).Round(100*time.Millisecond), a, b)
+			evenAt = 0
+		}
+		if time.Since(second) > 60*time.Second {
+			t.Errorf("60 s after the second restart: node 1 %d, node 2 %d connections (not within 20 %%)", a, b)
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	asked := nodes[0].g.Metric(t, "gateway_rebalance_reconnects_total") + nodes[1].g.Metric(t, "gateway_rebalance_reconnects_total")
+	tot := stop()
+	t.Logf("%d clients: %v; asked to move by rebalancing: %v", clients, tot, asked)
+	if tot.lost != 0 || tot.otherErrors != 0 || tot.retryAfterMissing != 0 {
+		t.Fatalf("rolling restart lost or misanswered requests: %v", tot)
+	}
+	if tot.badCloses != 0 {
+		t.Fatalf("closes other than 1001: %v", tot)
+	}
+}

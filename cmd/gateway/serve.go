@@ -181,6 +181,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go revoker.Run(ctx)
+	if cfg.Rebalance.Enabled && rdb != nil {
+		rb := cluster.NewRebalancer(rdb, srv, cluster.RebalanceOptions{
+			Margin: cfg.Rebalance.Margin, Rate: cfg.Rebalance.Rate}, m.Registry, log)
+		go rb.Run(ctx)
+		log.Info("rebalancing", "node", rb.ID(), "margin", cfg.Rebalance.Margin, "rate", cfg.Rebalance.Rate)
+	}
 	// Not ready until the revocations stored in Redis are loaded, so a new
 	// node never admits a revoked subject; after 5 s without Redis, serve
 	// anyway (redis.on_failure governs the limits) rather than stay out.
