@@ -23,6 +23,9 @@ type Call struct {
 	Listen bool
 	// Worker is the upstream's own reference to where the call went.
 	Worker any
+	// Retried is set by an upstream that sent the request again because
+	// it never reached its first worker: there is no second retry.
+	Retried bool
 
 	batch        *Batch
 	timer        *time.Timer

@@ -40,6 +40,7 @@ type Routing struct {
 // MsgUnavailable with data.retry_after_ms).
 const (
 	MsgWorkerDied     = "Upstream worker died"
+	MsgWorkerHung     = "Upstream worker not responding"
 	MsgInternal       = "Internal error"
 	MsgTimeout        = "Upstream timeout"
 	MsgNoWorker       = "No worker available"

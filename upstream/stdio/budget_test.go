@@ -227,13 +227,15 @@ func TestMaxPerSubject(t *testing.T) {
 // answered by the shared child that is left.
 func TestSessionsLeaveARequestSlot(t *testing.T) {
 	u := newShared(t, 3, 3)
-	// Requests at once grow the shared pool to max (a new child gets the
-	// next request, not the one that made it).
+	// Requests that keep every booted child busy grow the shared pool to
+	// max, one child per boot (a new child gets the next request, not the
+	// one that made it).
 	var conns []*pooltest.Sink
 	for i := 0; i < 10 && u.Stats().Shared < 3; i++ {
 		s, sink := openAs(t, u, "carol")
-		pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"sleep","params":{"ms":300}}`, i))
+		pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"sleep","params":{"ms":2000}}`, i))
 		conns = append(conns, sink)
+		waitFor(t, "shared children booted", func() bool { return sharedBooted(u) })
 	}
 	for i, sink := range conns {
 		sink.WaitReply(t, wait, fmt.Sprint(i))

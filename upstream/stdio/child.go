@@ -12,8 +12,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/fault"
 	"github.com/mcpgate/gateway/fdbudget"
+	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/pool"
 )
@@ -38,6 +40,24 @@ const (
 	healthyAfter = 2 * time.Second
 	// sigEnd asks a child to stop; SIGKILL follows after killGrace.
 	sigEnd = syscall.SIGTERM
+	// bootLimit: a child that has said nothing this long after it was
+	// started no longer counts as booting (pickShared), whatever it is
+	// doing.
+	bootLimit = 10 * time.Second
+	// maxProbeGrace bounds how long a worker suspected of hanging has to
+	// answer the gateway's ping (at most request_timeout).
+	maxProbeGrace = 5 * time.Second
+	// writeChunk is how much of the queue one write to stdin takes.
+	writeChunk = 64 << 10
+)
+
+// The gateway's own ping to a worker (MCP allows it at any time, before
+// initialize too): sent when a child starts, so that a warm child is known
+// to have booted once it answers, and to a child suspected of hanging. Its
+// answer is consumed, never routed.
+const (
+	probeID  = `"mcpgate-probe"`
+	probeMsg = `{"jsonrpc":"2.0","id":` + probeID + `,"method":"ping"}`
 )
 
 // child is one worker process. It is used by one role for its whole life
@@ -45,7 +65,7 @@ const (
 type child struct {
 	u     *Upstream
 	table pool.Table
-	in    chan []byte // bounded: a full queue is ErrBusy, never a wait
+	in    chan pool.Out // bounded: a full queue is ErrBusy, never a wait
 	// routing is set when the child is given a role; until then (warm)
 	// whatever it says is dropped.
 	routing atomic.Pointer[pool.Routing]
@@ -68,6 +88,16 @@ type child struct {
 	after    <-chan struct{}
 	ending   atomic.Bool // ended on purpose: not a failure to report
 	spoke    atomic.Bool // it sent at least one message
+	// born is clock.Now when the child was created, heard when it last
+	// wrote a line on stdout (born until then).
+	born, heard atomic.Int64
+	// probes counts the gateway's pings whose answer is still due.
+	probes  atomic.Int32
+	probing atomic.Bool // a hang check is under way
+	hung    atomic.Bool // killed for answering nothing: a failure
+	// wdone is closed once the write loop has handed back every message it
+	// did not write (or when it never ran).
+	wdone    chan struct{}
 	pid      atomic.Int64
 	started  time.Time
 	startErr error
@@ -75,14 +105,31 @@ type child struct {
 }
 
 func newChild(u *Upstream, r role, after <-chan struct{}) *child {
-	return &child{
+	c := &child{
 		u:      u,
 		role:   r,
-		in:     make(chan []byte, u.queue),
+		in:     make(chan pool.Out, u.queue),
 		stop:   make(chan struct{}),
 		exited: make(chan struct{}),
+		wdone:  make(chan struct{}),
 		after:  after,
 	}
+	now := clock.Now()
+	c.born.Store(now)
+	c.heard.Store(now)
+	// The ping goes first, before anything the child is given.
+	c.probes.Add(1)
+	c.in <- pool.Out{Msg: append(upstream.GetBuffer(len(probeMsg))[:0], probeMsg...)}
+	return c
+}
+
+// booting reports whether the child may still be starting: it has said
+// nothing yet (not even to the ping every child is sent at start), and was
+// created less than bootLimit ago. A booting child is no candidate for
+// new requests while a booted one exists, and while one boots the pool
+// does not grow (pickShared).
+func (c *child) booting(now int64) bool {
+	return !c.spoke.Load() && now-c.born.Load() < int64(bootLimit)
 }
 
 func (c *child) isDead() bool {
@@ -108,6 +155,7 @@ func (c *child) run() {
 	select {
 	case <-c.stop: // ended before it started
 		close(c.exited)
+		close(c.wdone)
 		c.die()
 		return
 	default:
@@ -119,6 +167,7 @@ func (c *child) run() {
 	if err != nil {
 		c.startErr = err
 		close(c.exited)
+		close(c.wdone)
 		c.u.log.Error("worker start failed", "upstream", c.u.name, "err", err)
 		c.u.st.Error("spawn")
 		c.die()
@@ -250,7 +299,11 @@ func (c *child) end(sig syscall.Signal) {
 // submit hands messages to the child, all or none: the requests among them
 // are registered first, so a reply can never beat its call. It never
 // blocks: a full queue is upstream.ErrBusy.
-func (c *child) submit(outs []pool.Out) error {
+func (c *child) submit(outs []pool.Out) error { return c.put(outs, true) }
+
+// put is submit; count says the requests are new (a retry was counted
+// when it first came).
+func (c *child) put(outs []pool.Out, count bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -263,9 +316,11 @@ func (c *child) submit(outs []pool.Out) error {
 		if o.Call != nil {
 			o.Call.Worker = c
 			c.table.Add(o.Call, c.u.timeout, c.u.onTimeout)
-			c.u.st.Request()
+			if count {
+				c.u.st.Request()
+			}
 		}
-		c.in <- o.Msg // cannot block: room checked under c.mu
+		c.in <- o // cannot block: room checked under c.mu
 	}
 	return nil
 }
@@ -278,12 +333,62 @@ func (c *child) trySend(msg []byte) {
 	defer c.mu.Unlock()
 	if !c.dead {
 		select {
-		case c.in <- buf:
+		case c.in <- pool.Out{Msg: buf}:
 			return
 		default:
 		}
 	}
 	upstream.PutBuffer(buf)
+}
+
+// probe pings the child (trySend) and reports whether the ping was queued;
+// its answer is consumed by route.
+func (c *child) probe() bool {
+	buf := append(upstream.GetBuffer(len(probeMsg))[:0], probeMsg...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.dead {
+		c.probes.Add(1)
+		select {
+		case c.in <- pool.Out{Msg: buf}:
+			return true
+		default:
+			c.probes.Add(-1)
+		}
+	}
+	upstream.PutBuffer(buf)
+	return false
+}
+
+// checkHung runs when a request on the child timed out. A child that has
+// written nothing on stdout for request_timeout while that request waited
+// is pinged; if it answers nothing within the probe grace either (stopped,
+// deadlocked, its event loop blocked), it is killed as hung and replaced:
+// the requests still on it get -32603, its session (if it has one) is
+// failed 1011, as when a worker dies (SPEC 4.4). A child that answers the
+// ping is only slow: it stays.
+func (c *child) checkHung() {
+	timeout := c.u.timeout
+	if clock.Now()-c.heard.Load() < int64(timeout) || c.isDead() {
+		return // it spoke while the request waited
+	}
+	if !c.probing.CompareAndSwap(false, true) {
+		return // a check is under way
+	}
+	sent := clock.Now()
+	c.probe() // a full queue is itself a sign: the check goes on regardless
+	time.AfterFunc(min(timeout, maxProbeGrace), func() {
+		defer c.probing.Store(false)
+		if c.heard.Load() >= sent || c.isDead() || c.ending.Load() {
+			return
+		}
+		pid := c.PID()
+		c.u.st.Error("worker_hung")
+		c.u.log.Warn("worker hung: killed and replaced", "upstream", c.u.name, "pid", pid,
+			"silent_for", time.Duration(clock.Now()-c.heard.Load()).String(), "in_flight", c.table.Len())
+		c.hung.Store(true)
+		killGroup(pid, syscall.SIGKILL)
+	})
 }
 
 // die runs once the process is gone (or never started): the requests still
@@ -301,10 +406,19 @@ func (c *child) die() {
 	// The process is reaped (its pidfd closed) and stdout closed; stdin
 	// and stderr close as their loops see the end.
 	c.releaseFDs(-1)
-	failed := !c.ending.Load()
-	c.u.release(c, failed && (c.startErr != nil || (!c.spoke.Load() && time.Since(c.started) < healthyAfter)))
+	hung := c.hung.Load()
+	failed := !c.ending.Load() || hung
+	c.u.release(c, failed && !hung && (c.startErr != nil || (!c.spoke.Load() && time.Since(c.started) < healthyAfter)))
+	// What the write loop never wrote is retried elsewhere (request mode)
+	// or answered by it; wait for it to have done so (it ends once stdin
+	// is closed or broken, so the wait is short; bounded for a pipe a
+	// stray process still holds).
+	select {
+	case <-c.wdone:
+	case <-time.After(killGrace):
+	}
 	calls := c.table.TakeAll()
-	if failed {
+	if failed && !hung {
 		c.u.st.Error("worker_died")
 		c.u.log.Warn("worker died", "upstream", c.u.name, "pid", c.PID(), "in_flight", len(calls))
 	}
@@ -312,47 +426,112 @@ func (c *child) die() {
 		call.Died()
 	}
 	if rt := c.routing.Load(); rt != nil && rt.Session != nil && failed {
-		rt.Session.Fail(1011, pool.MsgWorkerDied)
+		reason := pool.MsgWorkerDied
+		if hung {
+			reason = pool.MsgWorkerHung
+		}
+		rt.Session.Fail(1011, reason)
 	}
 }
 
-// writeLoop feeds stdin from the queue, one message per line, flushing when
-// the queue is empty so bursts share a write.
+// unsent takes back the messages the write loop could not write (the child
+// died, or its stdin broke, before they reached it): a request-mode
+// request is retried once on another child (Upstream.retry), a session's
+// request is answered as the child's death answers it (-32603). Requests
+// already answered (timed out, cancelled, the client left) are dropped.
+func (c *child) unsent(outs []pool.Out) {
+	rt := c.routing.Load()
+	shared := rt != nil && rt.Session == nil
+	for _, o := range outs {
+		call := o.Call
+		if call == nil || c.table.Take(call.GID) != call {
+			upstream.PutBuffer(o.Msg)
+			continue
+		}
+		if shared {
+			c.u.retry(c, o)
+			continue
+		}
+		call.Died()
+		upstream.PutBuffer(o.Msg)
+	}
+}
+
+// writeLoop feeds stdin from the queue, one message per line; what is
+// queued goes in one write (up to writeChunk), so bursts share a write.
+// A message counts as having reached the child once the write took all
+// of it; the ones that did not (a write failed, or the child ended with
+// them queued) go back through unsent when the loop ends. A failed write
+// kills the child: a worker that cannot be written to is of no use, and
+// its replacement serves the retries.
 func (c *child) writeLoop(w *os.File) {
 	defer c.u.wg.Done()
+	defer close(c.wdone)
+	var left []pool.Out // never written
+	defer func() { c.unsent(left) }()
 	defer c.recoverLoop()
-	bw := bufio.NewWriterSize(w, 64<<10)
+	buf := make([]byte, 0, writeChunk)
+	var batch []pool.Out
 	var werr error
 	for {
 		select {
-		case msg := <-c.in:
-			if werr == nil {
-				// Newline-delimited: JSON whitespace may hold line breaks
-				// (never a string), so they become spaces.
-				for i := bytes.IndexAny(msg, "\r\n"); i >= 0; i = bytes.IndexAny(msg, "\r\n") {
-					msg[i] = ' '
-				}
-				_, werr = bw.Write(msg)
-				if werr == nil {
-					werr = bw.WriteByte('\n')
-				}
-				if werr == nil && len(c.in) == 0 {
-					werr = bw.Flush()
+		case o := <-c.in:
+			batch = append(batch[:0], o)
+			buf = appendLine(buf[:0], o.Msg)
+		more:
+			for len(buf) < writeChunk {
+				select {
+				case o := <-c.in:
+					batch = append(batch, o)
+					buf = appendLine(buf, o.Msg)
+				default:
+					break more
 				}
 			}
-			upstream.PutBuffer(msg)
+			n := 0
+			if werr == nil {
+				if n, werr = w.Write(buf); werr != nil && !c.ending.Load() {
+					c.u.log.Debug("worker stdin", "upstream", c.u.name, "pid", c.PID(), "err", werr)
+					killGroup(c.PID(), syscall.SIGKILL)
+				}
+			}
+			end := 0
+			for i, o := range batch {
+				if end += len(o.Msg) + 1; end <= n {
+					upstream.PutBuffer(o.Msg)
+				} else {
+					left = append(left, o)
+				}
+				batch[i] = pool.Out{}
+			}
+			if cap(buf) > 4*writeChunk {
+				buf = make([]byte, 0, writeChunk)
+			}
 		case <-c.stop:
 			_ = w.Close() // EOF on stdin: well-behaved servers exit
 			for {
 				select {
-				case msg := <-c.in:
-					upstream.PutBuffer(msg)
+				case o := <-c.in:
+					left = append(left, o)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// appendLine appends msg and a newline to dst. Newline-delimited: JSON
+// whitespace may hold line breaks (never a string), so they become
+// spaces.
+func appendLine(dst, msg []byte) []byte {
+	start := len(dst)
+	dst = append(dst, msg...)
+	line := dst[start:]
+	for i := bytes.IndexAny(line, "\r\n"); i >= 0; i = bytes.IndexAny(line, "\r\n") {
+		line[i] = ' '
+	}
+	return append(dst, '\n')
 }
 
 // readLoop routes each line the child writes on stdout.
@@ -380,6 +559,7 @@ func (c *child) readLoop(r io.Reader) {
 			c.u.st.Error("oversize")
 		} else if line = bytes.TrimSpace(line); len(line) > 0 {
 			c.spoke.Store(true)
+			c.heard.Store(clock.Now())
 			scratch = c.route(scratch, line)
 		}
 		long, tooLong = nil, false
@@ -399,6 +579,12 @@ func (c *child) readLoop(r io.Reader) {
 // (a request it answered times out); the reader goes on with the next
 // line. (pool.Routing.FromWorker recovers what happens while routing.)
 func (c *child) route(scratch, line []byte) (reuse []byte) {
+	if c.probes.Load() > 0 && bytes.Contains(line, []byte(probeID)) {
+		if env, err := mcp.Scan(line); err == nil && env.Kind == mcp.KindResponse && string(env.ID) == probeID {
+			c.probes.Add(-1)
+			return scratch // the answer to the gateway's ping
+		}
+	}
 	rt := c.routing.Load()
 	if rt == nil {
 		return scratch

@@ -61,6 +61,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// sharedBooted reports whether every shared child has booted (answered
+// the ping it gets at start).
+func sharedBooted(u *Upstream) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.shared {
+		if !c.spoke.Load() {
+			return false
+		}
+	}
+	return true
+}
+
 // alive reports whether pid runs: a zombie (reaped late by init in some
 // containers) is dead.
 func alive(pid int) bool {
@@ -93,7 +106,7 @@ func TestRequestModeWorkerKilled(t *testing.T) {
 	waitFor(t, "warm pool", func() bool {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		return len(u.idle) == 2 && u.idle[0].PID() != 0 && u.idle[1].PID() != 0
+		return len(u.idle) == 2 && u.idle[0].spoke.Load() && u.idle[1].spoke.Load()
 	})
 	a, sinkA := pooltest.Open(t, u)
 	b, sinkB := pooltest.Open(t, u)

@@ -68,23 +68,70 @@ func (s *session) Send(msg []byte) error {
 		return nil
 	}
 	if mode == pool.ModeRequest {
+		// A shared child that died since it was picked takes nothing:
+		// the messages go to another one, once.
 		var err error
-		if w, err = s.u.pickShared(); err != nil {
+		var dead *child
+		for try := 0; try < 2; try++ {
+			if w, err = s.u.pickShared(dead); err != nil {
+				p.Out = outs
+				p.Release()
+				return s.noWorker(msg, err)
+			}
+			if err = w.submit(outs); err != upstream.ErrClosed {
+				break
+			}
+			dead = w
+		}
+		if err != nil {
 			p.Out = outs
 			p.Release()
-			return s.noWorker(msg, err)
+			if err == upstream.ErrClosed {
+				err = upstream.ErrBusy // no live child took it: -31503
+			}
+			return err
 		}
+		s.finish(msg, &p)
+		return nil
 	}
 	if err := w.submit(outs); err != nil {
 		p.Out = outs
-		p.Release()
-		if err == upstream.ErrClosed && mode == pool.ModeRequest {
-			err = upstream.ErrBusy // the shared child just died: try again
+		if err == upstream.ErrClosed {
+			// The session's child died before this reached it: its requests
+			// are answered as its death answers those in flight (-32603),
+			// and its death fails the connection 1011.
+			s.diedFirst(msg, &p)
+			return nil
 		}
+		p.Release()
 		return err
 	}
 	s.finish(msg, &p)
 	return nil
+}
+
+// diedFirst takes msg, whose messages (p.Out) the session's dead child did
+// not take, and answers each request in it -32603 (from a goroutine: never
+// call the Sink from Send).
+func (s *session) diedFirst(msg []byte, p *pool.Prepared) {
+	var calls []*pool.Call
+	for _, o := range p.Out {
+		if o.Call != nil {
+			calls = append(calls, o.Call)
+		}
+	}
+	p.Release()
+	upstream.PutBuffer(msg) // Release keeps msg itself (p.Own), or it was copied
+	b, reply := p.Batch, p.Reply
+	go func() {
+		for _, c := range calls {
+			c.Died()
+		}
+		b.Seal()
+		if reply != nil {
+			s.route.Deliver(reply)
+		}
+	}()
 }
 
 // finish completes a Send that took msg.

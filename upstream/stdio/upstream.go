@@ -53,6 +53,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/gateway/clock"
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
@@ -353,21 +354,45 @@ func (u *Upstream) acquireSession(route *pool.Route, subject string) (*child, er
 	return c, nil
 }
 
-// pickShared returns the least-loaded shared child, adding one (a warm
-// child, or a new one within max) when every shared child is busy.
-func (u *Upstream) pickShared() (*child, error) {
+// pickShared returns the shared child a request-mode request goes to
+// (never not, nil for none to avoid):
+//   - the least-loaded booted one when it has nothing in flight;
+//   - else, when every booted child is busy (or there is none), the pool
+//     grows by one child (a warm one, else a new one within max), unless
+//     a shared child is still booting: then the pool waits for it rather
+//     than start another. So a burst, or the death of every worker, grows
+//     the pool by one child per boot at most (plus the warm ones min_idle
+//     keeps), never by one per request as when a booting child, with the
+//     requests queued on it, counted as loaded;
+//   - the least-loaded booted child, loaded as it is, while one boots; the
+//     least-loaded booting one when no child has booted.
+//
+// A child boots until it has answered anything (every child is pinged at
+// start), at most bootLimit. A request given a child that is still booting
+// waits in its stdin for it.
+func (u *Upstream) pickShared(not *child) (*child, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed {
 		return nil, upstream.ErrClosed
 	}
-	var best *child
+	now := clock.Now()
+	var best, boot *child
 	for _, w := range u.shared {
-		if best == nil || w.table.Len() < best.table.Len() {
+		switch {
+		case w == not || w.isDead():
+		case w.booting(now):
+			if boot == nil || w.table.Len() < boot.table.Len() {
+				boot = w
+			}
+		case best == nil || w.table.Len() < best.table.Len():
 			best = w
 		}
 	}
-	if best == nil || best.table.Len() > 0 {
+	if best != nil && best.table.Len() == 0 {
+		return best, nil
+	}
+	if boot == nil {
 		warm := true
 		n := u.takeIdleLocked()
 		if n == nil && u.total < u.max {
@@ -380,16 +405,49 @@ func (u *Upstream) pickShared() (*child, error) {
 			u.shared = append(u.shared, n)
 			u.refillLocked()
 			// A child just forked is still booting: the request waits less
-			// behind a busy warm one, unless there is none.
-			if best == nil || warm {
-				best = n
+			// behind a busy booted one, unless there is none. A warm one
+			// has booted, or soon will.
+			if best == nil || (warm && !n.booting(now)) {
+				return n, nil
 			}
+			boot = n
 		}
 	}
-	if best == nil {
-		return nil, errNoWorker
+	switch {
+	case best != nil:
+		return best, nil
+	case boot != nil:
+		return boot, nil
 	}
-	return best, nil
+	return nil, errNoWorker
+}
+
+// retry sends again, once, a request-mode request that never reached the
+// child from (it died, or its stdin broke, first): to another shared
+// child, chosen as any request's (pickShared). A request already retried,
+// or that no child can take now, is answered -31503 "Upstream unavailable"
+// with data.retry_after_ms. o.Call has been taken off from's table.
+func (u *Upstream) retry(from *child, o pool.Out) {
+	call := o.Call
+	if call.Route.Closed() {
+		upstream.PutBuffer(o.Msg) // the client left
+		return
+	}
+	err := errNoWorker
+	if !call.Retried {
+		call.Retried = true
+		var w *child
+		if w, err = u.pickShared(from); err == nil {
+			err = w.put([]pool.Out{o}, false)
+		}
+	}
+	if err == nil {
+		u.st.Error("retried")
+		return
+	}
+	u.st.Error("unsent")
+	call.Unavailable(pool.RetryAfter)
+	upstream.PutBuffer(o.Msg)
 }
 
 func (u *Upstream) releaseSlotLocked(c *child) {
@@ -446,6 +504,7 @@ func (u *Upstream) onTimeout(call *pool.Call) {
 	if w, ok := call.Worker.(*child); ok {
 		var buf [160]byte
 		w.trySend(pool.AppendCancel(buf[:0], call.GID, "request timed out"))
+		w.checkHung()
 	}
 }
 
