@@ -509,3 +509,62 @@ func TestRollingRestartRebalance(t *testing.T) {
 		t.Fatalf("closes other than 1001: %v", tot)
 	}
 }
+
+// TestDrainQuiet: what holds a draining connection open. A client that
+// only pings is closed 1001 after the quiet grace (1-2 s) as if idle; a
+// client that keeps sending requests after its -31000 gets -31000 for
+// each and is closed 1001 at drain_timeout (8 s here), not before.
+func TestDrainQuiet(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr wsraw.Transport) {
+		g := startGatewayOn(t, tr, with("drain_timeout", "8s"))
+		pinger := g.authed(t, aliceToken)
+		sender := g.authed(t, bobToken)
+		term := time.Now()
+		must(t, g.Signal(syscall.SIGTERM))
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				_ = pinger.c.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = pinger.c.Write(buildFrame(true, 0, 9, true, []byte("p"))) // fails once it is closed
+				_ = sender.c.SetWriteDeadline(time.Now().Add(time.Second))
+				if _, err := sender.c.Write(buildFrame(true, 0, 1, true, []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i)))); err != nil {
+					return
+				}
+			}
+		}()
+		at := pinger.expectClose(1001, "Going away", 5*time.Second)
+		// The grace is 1-2 s; drain_timeout is 8 s away.
+		if d := at.Sub(term); d > 5*time.Second {
+			t.Errorf("a pinging client closed %v after SIGTERM, want after the 1-2 s grace, not at drain_timeout", d)
+		}
+		refused := 0
+		for {
+			f, err := sender.readFrame(10 * time.Second)
+			if err != nil {
+				t.Fatalf("sender: %v after %d -31000", err, refused)
+			}
+			if f.op == 1 {
+				if !strings.Contains(string(f.payload), `"code":-31000`) {
+					t.Fatalf("sender during drain: %s", f.payload)
+				}
+				refused++
+				continue
+			}
+			if f.op == 8 {
+				code, _ := wsraw.ParseClose(f.payload)
+				d := time.Since(term)
+				if code != 1001 || d < 7500*time.Millisecond {
+					t.Fatalf("a client that keeps sending: close %d after %v, want 1001 at drain_timeout (8 s)", code, d)
+				}
+				t.Logf("%s: %d requests answered -31000, close 1001 after %v", tr, refused, d.Round(time.Millisecond))
+				return
+			}
+		}
+	})
+}

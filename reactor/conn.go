@@ -45,6 +45,7 @@ type conn struct {
 	draining      atomic.Bool  // drain protocol: -31000 to requests, 1001 once quiet (drainDue)
 	lastAnswer    atomic.Int64 // draining: when an in-flight request was last answered (ns)
 	drainFrom     int64        // draining: when the drain of this connection began (ns)
+	drainMsg      int64        // draining: when a message last arrived (ns)
 	drainQuiet    int64        // draining: how long it must be quiet before its 1001 (ns)
 	rebalanced    bool         // asked to reconnect by rebalancing (Server.reconnecting)
 	authed        atomic.Bool  // authenticated (Open or later): Reconnect's candidates
@@ -331,6 +332,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		// -31000 may have more requests on the wire, and each of them is
 		// answered too rather than read after the close and dropped.
 		act := c.refuseMsg(msg, &env, mcp.CodeReconnect, "Reconnect", retryAfterMS(time.Second))
+		c.drainMsg = now
 		c.wakeBy(now + c.drainQuiet)
 		return act
 	}
@@ -710,8 +712,9 @@ func retryAfterMS(d time.Duration) []byte {
 // (startDrain) and for the few a rebalancing node sheds (startReconnect):
 // each request is answered -31000 "Reconnect"; requests in flight are
 // answered as usual; the connection closes with 1001 "Going away" once
-// nothing is in flight and nothing has been received for drainQuiet after
-// the last answer or request (drainDue), or at drain_timeout (Drain). A
+// nothing is in flight and no message has been received for drainQuiet
+// after the last answer or request (drainDue), or at drain_timeout (Drain):
+// pings and pongs do not hold it, a message partly received does. A
 // client that stops sending on -31000 thus has every request answered: a
 // request it sent before it read the -31000 arrives within the grace and
 // gets its own -31000. drainQuiet is DrainQuiet plus a share of
@@ -762,10 +765,15 @@ func (c *conn) enterDrain() {
 }
 
 // drainDue is when a draining connection with nothing in flight closes:
-// drainQuiet after the last thing received, answered or the drain's start.
+// drainQuiet after the last message received, the last answer or the
+// drain's start; while a message is partly in, after its last bytes.
 // On the loop.
 func (c *conn) drainDue() int64 {
-	return max(c.drainFrom, c.lastInput, c.lastAnswer.Load()) + c.drainQuiet
+	last := max(c.drainFrom, c.drainMsg, c.lastAnswer.Load())
+	if c.msgStart != 0 || c.rd.Open() {
+		last = max(last, c.lastInput)
+	}
+	return last + c.drainQuiet
 }
 
 // wakeBy makes the sweeper look at the connection by t at the latest
