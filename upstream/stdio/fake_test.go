@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -46,8 +47,13 @@ type fakeMsg struct {
 // grandchild (starts a sleep in its group and returns its pid), env (its
 // environment, as os.Environ lists it), ask (asks the client
 // sampling/createMessage and answers with what came back), and
-// silent (never answers).
+// silent (never answers), and closestdin (answers, then closes its stdin
+// and lives on, so that what the gateway writes next fails). With
+// STDIO_FAKE_BOOT_MS=n it reads nothing for its first n ms (a slow boot).
 func fakeWorker() {
+	if ms, err := strconv.Atoi(os.Getenv("STDIO_FAKE_BOOT_MS")); err == nil {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
 	fmt.Fprintln(os.Stderr, "fake worker ready")
 	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
@@ -114,6 +120,10 @@ func fakeWorker() {
 			write(map[string]any{"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage", "params": map[string]any{}})
 		case "env":
 			result(m.ID, map[string]any{"env": os.Environ()})
+		case "closestdin":
+			result(m.ID, map[string]any{"pid": os.Getpid()})
+			os.Stdin.Close()
+			time.Sleep(time.Hour)
 		case "silent":
 		default:
 			write(map[string]any{"jsonrpc": "2.0", "id": m.ID, "error": map[string]any{"code": -32601, "message": "Method not found"}})
