@@ -40,8 +40,9 @@ type conn struct {
 
 	dead          atomic.Bool  // OnClose ran; workers stop delivering
 	stopOut       atomic.Bool  // the connection is ending: workers stop delivering
-	asyncOut      atomic.Int32 // AsyncWrites queued and not yet run (see send)
+	out           outQueue     // written, not yet taken by the kernel (outq.go)
 	inflight      atomic.Int32 // requests relayed and not yet answered
+	relayed       atomic.Int64 // their bytes, about (relayRoom)
 	draining      atomic.Bool  // drain protocol: -31000 to requests, 1001 once quiet (drainDue)
 	lastAnswer    atomic.Int64 // draining: when an in-flight request was last answered (ns)
 	drainFrom     int64        // draining: when the drain of this connection began (ns)
@@ -323,6 +324,9 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 			return c.replyError(nil, mcp.CodeInvalidRequest, "Invalid Request", nil)
 		}
 	}
+	if !c.draining.Load() && s.draining.Load() {
+		c.enterDrain() // admitted as the drain began (see Drain)
+	}
 	if c.draining.Load() {
 		// Every request still gets an answer before the 1001: new ones are
 		// refused here, each request of a batch with its own error;
@@ -361,6 +365,11 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 			return act
 		}
 		putBuf(b)
+	}
+	if !c.relayRoom(requests, len(msg)) {
+		// Asking faster than it reads: refused like a busy upstream.
+		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
+		return c.refuseMsg(msg, &env, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))
 	}
 	c.inflight.Add(requests)
 	buf := upstream.GetBuffer(len(msg))
@@ -524,15 +533,6 @@ func (c *conn) writeReply(reply []byte) gnet.Action {
 	return act
 }
 
-// checkBacklog closes a slow reader from an AsyncWrite callback (on the loop).
-func (c *conn) checkBacklog() {
-	if c.sess.State != session.Closing && c.backlog() > c.backlogCap() {
-		if c.failSlow() == gnet.Close {
-			_ = c.gc.EventLoop().Close(c.gc)
-		}
-	}
-}
-
 // failSlow closes a reader whose backlog passed write_buffer_bytes with 1008
 // "Slow consumer": the close frame goes behind the backlog (it cannot jump
 // it), later replies are dropped, and the socket closes once the backlog is
@@ -625,7 +625,9 @@ func (c *conn) Deliver(msg []byte) {
 		return
 	}
 	if answered > 0 {
-		if c.inflight.Add(-answered) <= 0 && c.draining.Load() {
+		left := c.inflight.Add(-answered)
+		c.relayAnswered(answered, left)
+		if left <= 0 && c.draining.Load() {
 			// The last answer: the 1001 follows once the client has been
 			// quiet for drainQuiet after it (drainDue, on the sweeper).
 			now := clock.Now()
@@ -637,65 +639,37 @@ func (c *conn) Deliver(msg []byte) {
 		return // nothing left to send (see tooLarge)
 	}
 	ob := outPool.Get().(*outBuf)
-	ob.c, ob.n = c, n
 	ob.b = frame.AppendText(ob.b[:0], msg)
 	if c.tc != nil {
 		// crypto/tls encrypts into records of its own; tlsOut queues them.
 		_, _ = c.tc.Write(ob.b)
-		ob.c = nil
 		ob.release()
 		c.sess.MsgsOut.Add(1)
 		c.srv.m.MessagesOut.Inc()
 		return
 	}
-	c.sess.OutPending.Add(n)
-	c.asyncOut.Add(1)
-	c.sess.MsgsOut.Add(1)
-	if err := c.gc.AsyncWrite(ob.b, ob.cb); err != nil {
-		c.sess.OutPending.Add(-n)
-		c.asyncOut.Add(-1)
-		ob.release()
+	// Queued for the loop (outq.go), within write_buffer_bytes exactly:
+	// the check above may race with another worker's reply.
+	if !c.pushOut(ob.b, ob, c.backlogCap()) {
+		if !c.out.closed() {
+			c.runOnLoop(func() {
+				if c.failSlow() == gnet.Close {
+					_ = c.gc.EventLoop().Close(c.gc)
+				}
+			})
+		}
 		return
 	}
+	c.sess.MsgsOut.Add(1)
 	c.srv.m.MessagesOut.Inc()
 }
 
-// outBuf is one framed reply on its way through AsyncWrite. It carries its
-// own callback, bound once when the pool makes it, so a reply costs no
-// closure allocation.
-type outBuf struct {
-	b  []byte
-	c  *conn
-	n  int64
-	cb gnet.AsyncCallback
-}
+// outBuf is one framed reply on its way to the socket (outq.go).
+type outBuf struct{ b []byte }
 
-var outPool sync.Pool
-
-func init() {
-	// Set here: New refers to written, which puts back into outPool.
-	outPool.New = func() any {
-		ob := &outBuf{b: make([]byte, 0, 1024)}
-		ob.cb = ob.written
-		return ob
-	}
-}
-
-// written runs on the loop once gnet has written the frame or copied it into
-// the connection's outbound buffer; that backlog is where a slow reader shows.
-func (ob *outBuf) written(gc gnet.Conn, err error) error {
-	c := ob.c
-	c.sess.OutPending.Add(-ob.n)
-	c.asyncOut.Add(-1)
-	ob.release()
-	if err == nil {
-		c.checkBacklog()
-	}
-	return nil
-}
+var outPool = sync.Pool{New: func() any { return &outBuf{b: make([]byte, 0, 1024)} }}
 
 func (ob *outBuf) release() {
-	ob.c = nil
 	if cap(ob.b) > 256<<10 {
 		ob.b = make([]byte, 0, 1024) // don't park rare huge replies in the pool
 	}

@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -12,15 +13,26 @@ import (
 // live heap by default; the live heap of an idle gateway is its
 // connections'. After a reconnect storm that is a second copy of every
 // connection's memory held for nothing (measured: 7.0-7.6 KiB of RSS per idle
-// wss:// connection for 4.4 KiB of heap). So once the connection count has
-// settled after a burst (no more than 1 % of it opened or closed over two
-// ticks: a wave of deadline closes is churn too), one collection and a
-// scavenge give it back to the OS. While connections keep coming nothing is done, and garbage from steady
-// message traffic is left to the runtime's own pacing: the hot path never
-// pays for this.
+// wss:// connection for 4.4 KiB of heap). And an idle gateway allocates
+// nothing, so no collection ever comes to free what a burst left: message
+// buffers, requests that were in flight, the buffer pools (a sync.Pool
+// survives one collection) - 100 slow readers left 30-60 MiB of heap
+// behind them for good (abuse TestSlowReaderRSS).
+//
+// So once the gateway has settled after a burst - the connection count (no
+// more than 1 % of it opened or closed over two ticks: a wave of deadline
+// closes is churn too), or the bytes it held for clients (partial
+// messages, outbound backlogs) fell by trimMinFree from their peak - it
+// collects once, which shows what is really live; when that leaves at
+// least trimMinFree and a quarter of the live heap free, a second
+// collection (the pools' leftovers) and a scavenge give it back to the OS.
+// At most once per trimGap; while connections keep coming nothing is done,
+// and garbage from steady message traffic is left to the runtime's own
+// pacing: the hot path never pays for this.
 const (
 	trimEvery   = 2 * time.Second
 	trimMinFree = 16 << 20 // below this, not worth a forced GC
+	trimGap     = 5 * time.Second
 )
 
 // trimMemory runs until ctx ends.
@@ -29,29 +41,42 @@ func (s *Server) trimMemory(ctx context.Context) {
 	defer t.Stop()
 	samples := trimSamples()
 	churn := func() int64 { return s.accepted.Load() + s.closed.Load() }
+	held := func() int64 { return s.held.Used() + offHeld.Load() }
 	last := churn()
 	trimmed := true // nothing to give back before the first burst
 	quiet := 0
+	peak := held()
+	var lastTrim time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		h := held()
+		peak = max(peak, h)
+		dropped := peak-h >= trimMinFree && h < peak/2
 		n := churn()
 		if n-last > 16+s.open.Load()/100 {
 			last, trimmed, quiet = n, false, 0 // a burst is under way
 			continue
 		}
 		last = n
-		if quiet++; trimmed || quiet < 2 {
+		quiet++
+		if !dropped && (trimmed || quiet < 2) || time.Since(lastTrim) < trimGap {
 			continue
 		}
-		trimmed = true
+		trimmed, peak = true, h
 		metrics.Read(samples)
 		if !allUint64(samples) {
 			return // a Go without these metrics: Uint64 would panic
 		}
+		if samples[0].Value.Uint64()+samples[1].Value.Uint64() < trimMinFree {
+			continue // a small heap: nothing worth a collection
+		}
+		lastTrim = time.Now()
+		runtime.GC() // what is live now, not at the last collection
+		metrics.Read(samples)
 		if trimWorthIt(samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()) {
 			debug.FreeOSMemory()
 		}

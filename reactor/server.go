@@ -131,6 +131,7 @@ type Server struct {
 	accepted atomic.Int64 // connections ever accepted (trimMemory)
 	closed   atomic.Int64 // connections ever closed (trimMemory)
 	heldFDs  atomic.Int64 // lingering descriptors out of the loop (holdFD)
+	waker    waker        // flushes outbound queues whose socket has room (outq.go)
 	pending  atomic.Int64
 	draining atomic.Bool
 	// reconnecting counts open connections a rebalancing node asked to
@@ -247,6 +248,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 	err := gnet.Rotate(s, s.addrs, opts...)
+	s.waker.close()
 	close(s.stopped)
 	return err
 }
@@ -297,11 +299,22 @@ func (s *Server) Drain(ctx context.Context) {
 	})
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for s.open.Load() > 0 {
+	for i := 1; s.open.Load() > 0; i++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if i%10 == 0 {
+			// A connection admitted just as the drain began (past the
+			// 503 check, not yet in the table the first pass saw) joins
+			// the drain here, once authenticated.
+			s.table.Range(func(ss *session.Session) bool {
+				if c, ok := ss.Conn.(*conn); ok && c.authed.Load() && !c.draining.Load() {
+					c.runOnLoop(c.startDrain)
+				}
+				return true
+			})
 		}
 	}
 }
@@ -576,7 +589,8 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		c.tc.Close()
 		c.plain = nil
 	}
-	c.rd.Free() // an open message's buffer and its reservation
+	c.rd.Free()  // an open message's buffer and its reservation
+	c.closeOut() // bytes the kernel never took: unmapped now
 	code := int(c.closeCode)
 	s.m.Close(code)
 	if c.sess.State == session.Handshake {

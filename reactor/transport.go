@@ -17,7 +17,8 @@ import (
 // feeds gnet's bytes (ciphertext) to its tlsconn.Conn, keeps the decrypted
 // bytes in plain until the HTTP head or a frame is complete, and writes
 // through tls.Conn.Write, whose records reach the socket in order through
-// AsyncWrite. Everything above this file sees only input, consume and send.
+// the outbound queue (outq.go). Everything above this file sees only
+// input, consume and send.
 
 // input returns every buffered plaintext byte. Valid until consume.
 func (c *conn) input() []byte {
@@ -45,19 +46,15 @@ func (c *conn) consume(n int) {
 	_, _ = c.gc.Discard(n)
 }
 
-// send writes bytes from the loop. They go straight to the socket (or gnet's
-// outbound buffer) unless replies queued by workers are still pending: then
-// they queue behind them, so that a close frame never overtakes a reply.
+// send writes bytes from the loop, in order after everything queued
+// before them (a close frame never overtakes a reply). b is only lent:
+// what the socket does not take at once is copied off the heap (outq.go).
 func (c *conn) send(b []byte) {
 	if c.tc != nil {
 		_, _ = c.tc.LoopWrite(b) // records come back through tlsOut with loop true
 		return
 	}
-	if c.asyncOut.Load() > 0 {
-		c.queue(append([]byte(nil), b...)) // b is the caller's pooled buffer
-		return
-	}
-	_, _ = c.gc.Write(b)
+	c.writeLoop(b)
 }
 
 // backlog is what is written but not yet on the wire, for the slow-reader cap.
@@ -66,51 +63,26 @@ func (c *conn) backlog() int64 {
 }
 
 // tlsOut is the tlsconn out function: ciphertext records, in order. Records
-// made on the loop go straight out when nothing is queued before them (a
-// close that follows on the loop then cannot drop them, and a reply costs no
-// wake-up of the loop); records made elsewhere (workers, the handshake
-// goroutine) queue with AsyncWrite. tlsconn never calls it twice at once,
-// so asyncOut cannot change between the check and the write.
+// made on the loop are written like send's bytes (lent); records made
+// elsewhere (workers, the handshake goroutine) are ours to keep and queue
+// for the loop to write. tlsconn never calls it twice at once.
 func (c *conn) tlsOut(b []byte, loop bool) {
-	switch {
-	case !loop:
-		c.queue(b) // ours to keep
-	case c.asyncOut.Load() == 0:
-		_, _ = c.gc.Write(b) // gnet copies what the socket does not take
-	default:
-		c.queue(append([]byte(nil), b...)) // lent for this call only
+	if loop {
+		c.writeLoop(b)
+		return
 	}
-}
-
-// queue writes b after everything queued before it, counting it in the
-// backlog until gnet has taken it.
-func (c *conn) queue(b []byte) {
-	n := int64(len(b))
-	c.sess.OutPending.Add(n)
-	c.asyncOut.Add(1)
-	err := c.gc.AsyncWrite(b, func(_ gnet.Conn, err error) error {
-		c.sess.OutPending.Add(-n)
-		c.asyncOut.Add(-1)
-		if err == nil {
-			c.checkBacklog()
-		}
-		return nil
-	})
-	if err != nil {
-		c.sess.OutPending.Add(-n)
-		c.asyncOut.Add(-1)
-	}
+	c.pushOut(b, nil, 0)
 }
 
 // Closing (why it takes three steps): an answer written and then lost is a
-// defect, and a plain close loses answers two ways. gnet's AsyncWrite runs
-// later, so a close on the loop overtakes the writes queued before it; and
+// defect, and a plain close loses answers two ways. gnet closes without
+// waiting for bytes still queued (outq.go) to reach the kernel; and
 // closing a socket whose receive buffer holds unread bytes (a client still
 // sending: a flood, a pipelined request) makes the kernel send RST and drop
 // what it has not sent, the close frame or the HTTP answer included. So the
 // gateway, like nginx's lingering close and net/http's closeWriteAndWait:
-//  1. sends TLS's close_notify after the last record and waits until every
-//     queued write has run and gnet has handed every byte to the kernel
+//  1. sends TLS's close_notify after the last record and waits until the
+//     outbound queue has handed every byte to the kernel
 //     (flushGrace at most: a reader that takes nothing is cut);
 //  2. if the client has sent bytes the gateway has not read (it is still
 //     sending), shuts down the write side: FIN after the last byte; else it
@@ -136,17 +108,15 @@ func (c *conn) shut() gnet.Action {
 	}
 	c.shutting = true
 	c.stopOut.Store(true)
+	// Nothing more is read: a partial message's buffer (and its share of
+	// max_buffered_bytes) goes now, not when the socket finally closes.
+	c.rd.Free()
 	c.srv.releaseAdmission(c)
 	if c.tc != nil && c.tc.Established() {
 		_ = c.tc.CloseNotify()
 	}
 	now := clock.Now()
 	c.flushUntil = now + int64(flushGrace)
-	if c.asyncOut.Load() > 0 {
-		// gnet runs its tasks in order: this one comes after the writes.
-		c.runOnLoop(func() { c.lingerStep(clock.Now()) })
-		return gnet.None
-	}
 	return c.linger(now)
 }
 
@@ -161,7 +131,7 @@ func (c *conn) linger(now int64) gnet.Action {
 		c.sess.Deadline.Store(max(c.lingerUntil, now+int64(sweepEvery)))
 		return gnet.None
 	}
-	if c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
+	if c.outPending() {
 		if now >= c.flushUntil {
 			return gnet.Close // the reader takes nothing: cut
 		}
@@ -219,7 +189,7 @@ const lingerDiscard = 64 << 10
 // floodingClose reports a closing connection whose client sends on past
 // the discard allowance and that is now held out of the loop: close it.
 func (c *conn) floodingClose() bool {
-	if c.discarded <= lingerDiscard || c.asyncOut.Load() > 0 || c.gc.OutboundBuffered() > 0 {
+	if c.discarded <= lingerDiscard || c.outPending() {
 		return false
 	}
 	if c.lingerUntil == 0 {
