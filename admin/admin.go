@@ -35,6 +35,9 @@ type Server struct {
 type Options struct {
 	Metrics *metrics.Metrics
 	Ready   func() bool // /readyz
+	// NotReady, when set, is used by /readyz instead of Ready: "" when
+	// ready, else why not (the 503's body).
+	NotReady func() string
 	// Token guards /admin/*; empty disables those endpoints (404).
 	Token string
 	// Revoke closes a subject's connections on every node and refuses its
@@ -101,7 +104,12 @@ func New(addr string, o Options) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
+		if o.NotReady != nil {
+			if why := o.NotReady(); why != "" {
+				http.Error(w, why, http.StatusServiceUnavailable)
+				return
+			}
+		} else if !ready() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}

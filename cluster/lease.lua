@@ -9,7 +9,20 @@
 --       6 want (units to lease), 7 debt (units already admitted on credit),
 --       8 min-grant divisor d (no grant below N/(d*nodes) while that
 --       much is free), 9 report count, then per report:
---       grant id, unused units, us since its last use (-1: never used).
+--       grant id, unused units, us since its last use (-1: never used);
+--       then: expect (1: this node had an answer on the subject less
+--       than 2W ago, so its member in KEYS[3] must be there), a restore
+--       count, then per restore: units, us since the last of them was
+--       admitted, always (1: count it; 0: count it only if the subject was
+--       lost). See outage.go.
+--
+-- A subject is lost when expect is 1 and this node's member is gone: Redis
+-- restarted empty (or was flushed) since the node's last call. Restores
+-- are messages a node admitted that Redis may not count (made while it
+-- was unreachable, or counted by a Redis that lost them); each becomes a
+-- grant expiring W after its last message, counted even past N. A lost
+-- subject with nothing restored in the same call gets no lease: the node
+-- writes its admissions back first.
 --
 -- A grant made at t is counted until t+W+L: the node spends it only during
 -- [t, t+L), so every use stays counted for a full W after it. A report
@@ -22,7 +35,8 @@
 -- A lease is min(want, free, max(free/(2*nodes), N/(d*nodes))): half a fair
 -- share of what is free, but not crumbs while a batch is free.
 --
--- Returns {lease, N - counted, active nodes, wait}: wait (us, when no lease
+-- Returns {lease, N - counted, active nodes, wait, lost (1/0), units
+-- restored}: wait (us, when no lease
 -- was granted but one was wanted) is until min(want, min grant) units
 -- expire, or until a lease still being spent ends (it may come back
 -- partly unused), whichever is first.
@@ -34,6 +48,9 @@ local L = tonumber(ARGV[3])
 local want = tonumber(ARGV[6])
 local debt = tonumber(ARGV[7])
 local sum = tonumber(redis.call('HGET', KEYS[2], 'sum') or '0')
+local base = 10 + 3 * tonumber(ARGV[9])
+local expect = tonumber(ARGV[base] or '0')
+local nres = tonumber(ARGV[base + 1] or '0')
 
 for i = 0, tonumber(ARGV[9]) - 1 do
   local id = ARGV[10 + 3 * i]
@@ -67,10 +84,28 @@ end
 if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
 if sum < 0 then sum = 0 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - W)
-if want > 0 or debt > 0 then redis.call('ZADD', KEYS[3], now, ARGV[4]) end
-local n = redis.call('ZCARD', KEYS[3])
+-- KEYS[3] holds every node that called in the last 2W (the loss check);
+-- those that called in the last W share the quota.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 2 * W)
+local lost = 0
+if expect == 1 and not redis.call('ZSCORE', KEYS[3], ARGV[4]) then lost = 1 end
+redis.call('ZADD', KEYS[3], now, ARGV[4])
+local n = redis.call('ZCOUNT', KEYS[3], now - W, '+inf')
 if n < 1 then n = 1 end
+
+local restored = 0
+for i = 0, nres - 1 do
+  local units = tonumber(ARGV[base + 2 + 3 * i])
+  local exp = now - tonumber(ARGV[base + 3 + 3 * i]) + W
+  if (ARGV[base + 4 + 3 * i] == '1' or lost == 1) and units > 0 and exp > now then
+    local id = ARGV[5] .. '.' .. i
+    redis.call('ZADD', KEYS[1], exp, id)
+    redis.call('HSET', KEYS[2], id, units)
+    sum = sum + units
+    restored = restored + units
+  end
+end
+if lost == 1 and nres == 0 then want = 0 end
 local minGrant = math.max(1, math.floor(N / (tonumber(ARGV[8]) * n)))
 
 local avail = N - sum - debt
@@ -113,4 +148,4 @@ if lease == 0 and want > 0 then
   end
   if wait < 1000 then wait = 1000 end
 end
-return {lease, N - sum, n, math.floor(wait)}
+return {lease, N - sum, n, math.floor(wait), lost, restored}

@@ -141,6 +141,20 @@ type entry struct {
 	lastSeen  int64
 	queued    bool // a refill is queued or in flight
 	dead      bool // dropped from the map by the sweep
+
+	// What this node knows beyond its leases, for Redis outages
+	// (outage.go): every message it admitted on the subject in the last
+	// W, however admitted; a seed standing for the other nodes' part of
+	// the last cluster count, counted locally for W from seedAt; until
+	// when admissions must also fit this node's local share; and whether
+	// the next call writes own back to Redis.
+	own         ratelimit.Window
+	seed        int32
+	seedAt      int64
+	epoch       uint64 // the outage the seed was taken for
+	recUntil    int64
+	restore     bool
+	restoreFrom int64 // buckets ending after this are written back whatever Redis holds; older ones only if Redis lost the subject
 }
 
 // retire stops g from being spent and keeps a report of it for the next
@@ -187,16 +201,25 @@ type Limiter struct {
 	seed         maphash.Seed
 	shards       [shards]shard
 
-	queue    chan *entry
-	down     atomic.Bool
+	queue chan *entry
+	down  atomic.Bool
+	// fallback is the node-local limiter used without Redis (nil with
+	// Redis: the fallback during an outage is per entry, outage.go).
 	fallback atomic.Pointer[ratelimit.Keyed[string]]
-	// fallbackShare is the limit of the fallback; refill goroutine only.
-	fallbackShare int
-	seq           uint64 // grant ids, refill goroutine only
-	sha           string
-	src           string
+	seq      uint64 // grant ids, refill goroutine only
+	sha      string
+	src      string
+
+	// Outages (outage.go): when the last one began (clock ns, a lease TTL
+	// before the first failed call), how many there have been, when Redis
+	// last came back, and the local share in force.
+	outStart atomic.Int64
+	epoch    atomic.Uint64
+	upAt     atomic.Int64
+	share    atomic.Int64
 
 	calls, trips, errs atomic.Uint64
+	restored, losses   atomic.Uint64
 	nodesSeen          atomic.Int32 // most nodes active on one subject (0: none seen)
 	nodesSeenAt        atomic.Int64 // clock ns
 	live               atomic.Int32 // live members of the presence set (0: not heard yet)
@@ -216,6 +239,9 @@ type LimiterStats struct {
 	Down       bool   // Redis is considered unreachable
 	Nodes      int    // live nodes in the presence set at the last heartbeat (0: none yet)
 	Credit     int    // messages a cold node may admit on credit now
+	Fallback   bool   // the local fallback is serving (Down, on_failure local)
+	Restored   uint64 // messages written back to Redis after an outage or a loss
+	Losses     uint64 // subjects Redis was found to have forgotten (a restart)
 }
 
 // NewLimiter returns a cluster-wide per-subject limiter and starts its refill
@@ -307,11 +333,13 @@ func (l *Limiter) AllowNAt(subject string, n int, t int64) (ok bool, retryAfter 
 	if !l.enabled || n <= 0 {
 		return true, 0
 	}
-	if l.down.Load() {
-		if l.deny {
-			return false, l.opts.ProbeInterval
-		}
+	if l.fallback.Load() != nil {
+		// No Redis configured.
 		return l.fallback.Load().AllowNAt(subject, n, t)
+	}
+	down := l.down.Load()
+	if down && l.deny {
+		return false, l.opts.ProbeInterval
 	}
 	n = min(n, math.MaxInt32/2)
 	s := &l.shards[maphash.String(l.seed, subject)%shards]
@@ -322,8 +350,21 @@ func (l *Limiter) AllowNAt(subject string, n int, t int64) (ok bool, retryAfter 
 		s.m[subject] = e
 	}
 	e.lastSeen = t
+	if down || l.recovering(e, t) {
+		// Redis is down (the local fallback), or came back less than W
+		// ago: this node's share, counted from what it knew (outage.go).
+		if ok, retryAfter = l.localRoom(e, t, n); !ok || down {
+			if ok {
+				e.own.Add(t, n, l.limit.N, l.window)
+			}
+			s.mu.Unlock()
+			return ok, retryAfter
+		}
+	}
 	e.attempts += int64(n)
-	ok, retryAfter = l.take(e, t, int32(n))
+	if ok, retryAfter = l.take(e, t, int32(n)); ok {
+		e.own.Add(t, n, l.limit.N, l.window)
+	}
 	if !e.queued && l.wantsRefill(e, t) {
 		select {
 		case l.queue <- e:
@@ -430,7 +471,7 @@ func (l *Limiter) sharers(t int64) int {
 // wantsRefill: record debt at once; otherwise prefetch the next lease when
 // the current one is three quarters spent or near its end.
 func (l *Limiter) wantsRefill(e *entry, t int64) bool {
-	if e.debt > 0 || e.nrep == maxReports {
+	if e.debt > 0 || e.nrep == maxReports || e.restore {
 		return true
 	}
 	if t < e.fullUntil || e.next.id != 0 {
@@ -443,7 +484,25 @@ func (l *Limiter) wantsRefill(e *entry, t int64) bool {
 // Stats returns the limiter's counters.
 func (l *Limiter) Stats() LimiterStats {
 	return LimiterStats{Calls: l.calls.Load(), RoundTrips: l.trips.Load(), Errors: l.errs.Load(), Down: l.down.Load(),
-		Nodes: int(l.live.Load()), Credit: int(l.coldCredit(clock.Now()))}
+		Nodes: int(l.live.Load()), Credit: int(l.coldCredit(clock.Now())),
+		Fallback: l.Fallback(), Restored: l.restored.Load(), Losses: l.losses.Load()}
+}
+
+// Down reports whether Redis is considered unreachable (always true
+// without Redis).
+func (l *Limiter) Down() bool { return l.down.Load() }
+
+// Fallback reports whether the local fallback is serving: Redis is
+// configured, unreachable, and on_failure is "local".
+func (l *Limiter) Fallback() bool {
+	return l.enabled && l.fallback.Load() == nil && !l.deny && l.down.Load()
+}
+
+// Refusing reports whether every message is being refused: Redis is
+// configured, unreachable, and on_failure is "deny". /readyz answers 503
+// then, so that a load balancer sends clients elsewhere.
+func (l *Limiter) Refusing() bool {
+	return l.enabled && l.fallback.Load() == nil && l.deny && l.down.Load()
 }
 
 // Close stops the refill goroutine and takes this node out of the presence

@@ -313,9 +313,17 @@ func TestLimiterRedisFailover(t *testing.T) {
 		return local.Stats().Down && deny.Stats().Down
 	})
 	g1 := runtime.NumGoroutine()
-	// local: a node-local window with half the limit (Nodes: 2).
-	if got := send(local, "fresh", 200); got != 50 {
-		t.Errorf("local fallback admitted %d of a burst, want 50 (N/Nodes)", got)
+	// local: a node-local window with half the limit (Nodes: 2). A subject
+	// the node knew nothing about when Redis went away gets the cold
+	// credit, N/(50*Nodes) = 1, for the first window of the outage (it
+	// may be at its limit on the other nodes), then its share.
+	outage := time.Now()
+	if got := send(local, "fresh", 200); got != 1 {
+		t.Errorf("local fallback admitted %d of a burst on an unknown subject, want 1 (the cold credit)", got)
+	}
+	time.Sleep(time.Until(outage.Add(limit.Window + 100*time.Millisecond)))
+	if got := send(local, "fresh2", 200); got != 50 {
+		t.Errorf("local fallback admitted %d of a burst a window into the outage, want 50 (N/Nodes)", got)
 	}
 	if got := send(deny, "fresh", 200); got != 0 {
 		t.Errorf("deny fallback admitted %d", got)

@@ -130,3 +130,12 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// signal sends sig to the server (SIGSTOP pauses it: connections stay
+// open and nothing answers; SIGCONT resumes it with its memory).
+func (r *testRedis) signal(sig os.Signal) {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatal(err)
+	}
+}

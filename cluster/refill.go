@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/clock"
-	"github.com/mcpgate/gateway/ratelimit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -41,9 +40,13 @@ type call struct {
 	debtAt int64
 	id     uint64
 	life   int64 // lease lifetime asked for (ns)
-	keys   []string
-	args   []any
-	cmd    *redis.Cmd
+	// restored: the call writes the entry's admissions back (outage.go),
+	// with restoreFrom as the entry had it.
+	restored    bool
+	restoreFrom int64
+	keys        []string
+	args        []any
+	cmd         *redis.Cmd
 }
 
 // run is the limiter's only goroutine. It sends the refills Allow queues,
@@ -56,7 +59,7 @@ func (l *Limiter) run() {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	l.probe() // SCRIPT LOAD and the first heartbeat; marks Redis down on failure
-	var lastProbe, lastFallbackSweep int64
+	var lastProbe int64
 	batch := make([]*entry, 0, maxBatch)
 	for {
 		select {
@@ -87,12 +90,7 @@ func (l *Limiter) run() {
 				l.sweep(now)
 				continue
 			}
-			if now-lastFallbackSweep >= l.window {
-				lastFallbackSweep = now
-				if fb := l.fallback.Load(); fb != nil {
-					fb.SweepAt(now)
-				}
-			}
+			l.sweep(now) // forgets idle subjects; sends nothing while down
 			if now-lastProbe >= int64(l.opts.ProbeInterval) {
 				lastProbe = now
 				l.probe()
@@ -104,12 +102,13 @@ func (l *Limiter) run() {
 // probe loads the script (which also proves Redis answers), heartbeats,
 // and flips the state to up on success.
 func (l *Limiter) probe() {
+	start := clock.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
 	defer cancel()
 	l.trips.Add(1)
 	sha, err := l.rdb.ScriptLoad(ctx, l.src).Result()
 	if err != nil {
-		l.fail(err)
+		l.fail(err, start)
 		return
 	}
 	l.sha = sha
@@ -117,16 +116,25 @@ func (l *Limiter) probe() {
 		return
 	}
 	if l.down.CompareAndSwap(true, false) {
-		l.log.Info("redis reachable: per-subject limits are shared across nodes again")
+		if l.epoch.Load() > 0 {
+			l.log.Info("redis reachable: per-subject limits are shared across nodes again; each node keeps to its local share for one window while its admissions are written back",
+				"window", l.limit.Window)
+			l.cameBack()
+		} else {
+			l.setGauges()
+		}
+	} else {
+		l.setGauges()
 	}
 }
 
 // heartbeat records this node in the presence set and learns how many
 // nodes are live (presence.lua). It reports whether Redis answered.
 func (l *Limiter) heartbeat() bool {
+	start := clock.Now()
 	n, err := l.presenceCall(false)
 	if err != nil {
-		l.fail(err)
+		l.fail(err, start)
 		return false
 	}
 	l.live.Store(int32(min(max(n, 1), math.MaxInt32)))
@@ -156,7 +164,7 @@ func (l *Limiter) presenceCall(leave bool) (int64, error) {
 
 // fail counts a failed round trip and, on the first one, switches Allow to
 // the fallback and logs the change once.
-func (l *Limiter) fail(err error) {
+func (l *Limiter) fail(err error, start int64) {
 	l.errs.Add(1)
 	if l.m != nil {
 		l.m.RedisErrors.Inc()
@@ -164,18 +172,14 @@ func (l *Limiter) fail(err error) {
 	if l.down.Load() {
 		return
 	}
-	share := 0
-	if !l.deny {
-		share = l.localShare()
-		if fb := l.fallback.Load(); fb == nil || l.fallbackShare != share {
-			l.fallback.Store(ratelimit.NewLocalSubjectLimiter(ratelimit.Limit{N: share, Window: l.limit.Window}))
-			l.fallbackShare = share
-		}
-	}
+	l.wentDown(start)
 	l.down.Store(true)
+	l.setGauges()
+	share := int(l.share.Load())
 	mode := "local"
 	if l.deny {
 		mode = "deny"
+		share = 0
 	}
 	l.log.Warn("redis unreachable: per-subject limits fall back until it answers",
 		"on_failure", mode, "local_limit", share, "window", l.limit.Window, "err", err.Error())
@@ -250,8 +254,30 @@ func (l *Limiter) refill(batch []*entry) {
 		}
 	}
 	if failed != nil {
-		l.fail(failed)
+		if l.stillUp() {
+			// One slow or broken round trip (a loaded host, a
+			// connection closed under it) while Redis answers: not an
+			// outage. Its debt goes again with the next call.
+			l.errs.Add(1)
+			if l.m != nil {
+				l.m.RedisErrors.Inc()
+			}
+			return
+		}
+		l.fail(failed, start)
 	}
+}
+
+// stillUp pings Redis once after a failed refill: an outage only if that
+// fails too. Falling back costs accuracy (a node on its local share while
+// the others lease from Redis admits its share on top of theirs), so one
+// slow answer must not cause it; a dead Redis refuses the ping at once and
+// a paused one lets it time out.
+func (l *Limiter) stillUp() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
+	defer cancel()
+	l.trips.Add(1)
+	return l.rdb.Ping(ctx).Err() == nil
 }
 
 func (l *Limiter) exec(ctx context.Context, calls []call, eval bool) {
@@ -309,7 +335,7 @@ func (l *Limiter) prepare(e *entry, now int64) (call, bool) {
 	e.debt = 0
 	e.attempts = 0
 	e.rateFrom = now
-	if c.want > 0 || c.debt > 0 {
+	if c.want > 0 || c.debt > 0 || e.restore {
 		l.seq++
 		c.id = l.seq
 	}
@@ -317,7 +343,7 @@ func (l *Limiter) prepare(e *entry, now int64) (call, bool) {
 		e.keys = l.keysFor(e.subject)
 	}
 	c.keys = e.keys
-	c.args = make([]any, 0, 9+3*e.nrep)
+	c.args = make([]any, 0, 11+3*e.nrep)
 	c.args = append(c.args, l.limit.N, l.window/1000, life/1000, l.nodeID,
 		l.grantName(c.id), want, c.debt, l.opts.MinLeaseDivisor, e.nrep)
 	for _, r := range e.reports[:e.nrep] {
@@ -328,13 +354,28 @@ func (l *Limiter) prepare(e *entry, now int64) (call, bool) {
 		c.args = append(c.args, l.grantName(r.id), r.unused, ago)
 	}
 	e.nrep = 0
+	// Expect Redis to know this node on the subject if it answered less
+	// than 2W ago (less a tenth of W for the clocks' drift): the loss
+	// check (outage.go).
+	expect := 0
+	if e.infoAt != 0 && now-e.infoAt < 2*l.window-l.window/10 {
+		expect = 1
+	}
+	c.args = append(c.args, expect)
+	if e.restore {
+		c.restored, c.restoreFrom = true, e.restoreFrom
+		c.args, _ = l.restoreArgs(e, now, c.args)
+		e.restore = false
+	} else {
+		c.args = append(c.args, 0)
+	}
 	return c, true
 }
 
-// install applies a script answer {lease, free, nodes, wait us} to the
-// entry. On error the call's debt and reports are lost: Redis keeps
-// counting those grants in full until they expire, and the debt was
-// admitted while Redis could not count it.
+// install applies a script answer {lease, free, nodes, wait us, lost,
+// restored} to the entry. On error the call's reports are lost (Redis
+// keeps counting those grants in full until they expire) and its debt and
+// restores are kept for the next call.
 func (l *Limiter) install(c *call, start, recv int64) error {
 	e := c.e
 	s := l.shardOf(e.subject)
@@ -343,13 +384,28 @@ func (l *Limiter) install(c *call, start, recv int64) error {
 	e.queued = false
 	e.owed = 0
 	v, err := c.cmd.Int64Slice()
+	if err == nil && len(v) != 6 {
+		err = errBadReply
+	}
 	if err != nil {
+		// Whether Redis ran the call is unknown: send its debt and
+		// restores again (counting them twice errs on the safe side).
+		if c.restored && !e.restore {
+			e.restore, e.restoreFrom = true, c.restoreFrom
+		}
+		if c.debt > 0 {
+			e.debt += c.debt
+			e.debtAt = max(e.debtAt, c.debtAt)
+		}
 		return err
 	}
-	if len(v) != 4 {
-		return errBadReply
-	}
 	lease, nodes, wait := int32(v[0]), max(int32(v[2]), 1), v[3]
+	l.restored.Add(uint64(max(v[5], 0)))
+	if v[4] == 1 {
+		// Redis lost the subject (restarted empty): before taking in
+		// this answer, which counts only what was written back.
+		l.lostSubject(e, recv, c.restored)
+	}
 	e.infoAt = recv
 	e.nodes = nodes
 	e.free = int32(max(min(v[1], math.MaxInt32), 0))
@@ -402,7 +458,7 @@ func (l *Limiter) sweep(t int64) {
 			// window may be about to poll for them); reports that only
 			// shorten a spent grant's expiry ride on the next refill, or
 			// go after a lease TTL.
-			if e.debt > 0 || (e.nrep > 0 && (e.repUnused || t-e.repAt >= l.lease)) {
+			if e.debt > 0 || e.restore || (e.nrep > 0 && (e.repUnused || t-e.repAt >= l.lease)) {
 				e.queued = true
 				batch = append(batch, e)
 				continue

@@ -37,6 +37,11 @@ type Metrics struct {
 	WorkerPoolSize   *prometheus.GaugeVec // upstream
 	WorkerPoolBusy   *prometheus.GaugeVec // upstream
 	RedisErrors      prometheus.Counter
+	// RedisUp is 1 while the per-subject limiter reaches Redis, 0 while it
+	// does not (and without Redis); RedisFallback is 1 while the local
+	// fallback (redis.on_failure: local) is serving.
+	RedisUp       prometheus.Gauge
+	RedisFallback prometheus.Gauge
 	// Panics counts recovered panics by where they happened: "loop" (a
 	// connection's event-loop callback), "upstream" (a worker's reader or
 	// an upstream message), "builtin" (the builtin server).
@@ -88,6 +93,10 @@ func New() *Metrics {
 			Name: "gateway_worker_pool_busy", Help: "Workers busy in each upstream pool."}, []string{"upstream"}),
 		RedisErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_redis_errors_total", Help: "Failed Redis calls."}),
+		RedisUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_redis_up", Help: "1 while the per-subject limiter reaches Redis; 0 while it does not, or without Redis."}),
+		RedisFallback: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_redis_fallback", Help: "1 while Redis is unreachable and the node-local fallback (redis.on_failure: local) limits subjects."}),
 		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_panics_total", Help: "Panics recovered; each closed one connection (1011) or dropped one upstream message."}, []string{"site"}),
 		DescriptorsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -99,7 +108,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.ConnectionsOpen, m.PendingAuth, m.Handshakes, m.Closes, m.AuthFailures,
 		m.Rejected, m.RateLimit, m.MessagesIn, m.MessagesOut, m.UpstreamRequests, m.UpstreamErrors,
-		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors,
+		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors, m.RedisUp, m.RedisFallback,
 		m.Panics, m.DescriptorsOpen, m.DescriptorsLimit, m.BufferedBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"ok", "400", "401", "403", "404", "429", "431", "503", "timeout"} {

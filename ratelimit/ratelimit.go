@@ -185,3 +185,68 @@ func (w *Window) retryAfter(now, b int64, n, u, limit int, window int64) time.Du
 	}
 	return time.Duration(window) // unreachable: an empty span fits need
 }
+
+// Add records n events at now whatever the window already holds: events
+// admitted by some other rule (the cluster limiter records what it admits
+// on leases here, to fall back on and to write back). A bucket saturates
+// at its maximum count rather than wrap.
+func (w *Window) Add(now int64, n, limit int, window int64) {
+	if n <= 0 || limit <= 0 || window <= 0 {
+		return
+	}
+	limit = min(limit, maxLimit)
+	b, u := bucketLen(window), unitOf(limit)
+	w.roll(now / b)
+	if n <= int(w.rem) {
+		w.rem -= uint16(n)
+		return
+	}
+	need := (n - int(w.rem) + u - 1) / u
+	i := w.head() % Slots
+	if int(w.count[i])+need > maxCount {
+		w.count[i] = maxCount
+		w.rem = 0
+		return
+	}
+	w.count[i] += uint16(need)
+	w.rem = uint16(int(w.rem) + need*u - n)
+}
+
+// Count is how many events the window holds at now: every event of the
+// last W, and up to one bucket (W/15) more (see the package doc), in
+// whole units less the spare part of the newest one.
+func (w *Window) Count(now int64, limit int, window int64) int {
+	if limit <= 0 || window <= 0 {
+		return 0
+	}
+	limit = min(limit, maxLimit)
+	b, u := bucketLen(window), unitOf(limit)
+	w.roll(now / b)
+	return max(0, w.sum()*u-int(w.rem))
+}
+
+// Buckets calls f for every non-empty bucket the window holds at now,
+// oldest first, with the end of the bucket's span (every event in it
+// happened before end, and at or before now) and its count in messages
+// (whole units; the newest less its spare part).
+func (w *Window) Buckets(now int64, limit int, window int64, f func(end int64, n int)) {
+	if limit <= 0 || window <= 0 {
+		return
+	}
+	limit = min(limit, maxLimit)
+	b, u := bucketLen(window), unitOf(limit)
+	w.roll(now / b)
+	head := w.head()
+	for c := head - subWindows; c <= head; c++ {
+		if c < 0 {
+			continue
+		}
+		n := int(w.count[c%Slots]) * u
+		if c == head {
+			n -= int(w.rem)
+		}
+		if n > 0 {
+			f((c+1)*b, n)
+		}
+	}
+}

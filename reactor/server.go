@@ -279,6 +279,17 @@ func (s *Server) Stop(ctx context.Context) error {
 // Draining reports whether Drain has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
+// Full reports whether the next client would be refused 503 for want of
+// room: limits.max_connections is reached, or the descriptor budget is
+// inside its client margin (fdbudget). /readyz answers 503 then.
+func (s *Server) Full() bool {
+	if s.open.Load()+s.heldFDs.Load() >= s.lim.maxConns {
+		return true
+	}
+	b := s.opt.Descriptors
+	return b != nil && b.Free() < b.Margin()
+}
+
 // Drain refuses new connections with 503 and new requests with a JSON-RPC
 // error, closes each open connection with 1001 "Going away" once its
 // in-flight requests are answered, and waits until every connection is gone

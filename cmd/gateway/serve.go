@@ -132,13 +132,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		log.Info("distributed mode", "redis", config.RedactURL(cfg.Redis.URL), "on_failure", cfg.Redis.OnFailure)
 	}
 	var subj ratelimit.SubjectLimiter
+	var redisLimiter *cluster.Limiter // /readyz: 503 while it refuses everything (on_failure deny, Redis down)
 	if ps := cfg.RateLimit.PerSubject; ps.Messages > 0 {
 		lim := ratelimit.Limit{N: ps.Messages, Window: time.Duration(ps.Window)}
 		if rdb != nil {
 			cl := cluster.NewLimiter(rdb, lim, cluster.LimiterOptions{
 				OnFailure: cfg.Redis.OnFailure, Nodes: cfg.Redis.Nodes, LocalShare: cfg.Redis.LocalShare}, m, log)
 			defer cl.Close()
-			subj = cl
+			subj, redisLimiter = cl, cl
 		} else {
 			subj = ratelimit.NewLocalSubjectLimiter(lim)
 		}
@@ -211,6 +212,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		}
 		adm, err = admin.New(cfg.Admin.Listen, admin.Options{
 			Metrics: m, Ready: func() bool { return !srv.Draining() && revocationsKnown() }, Token: token, Log: log, Pprof: cfg.Admin.Pprof,
+			NotReady: func() string {
+				switch {
+				case srv.Draining():
+					return "draining"
+				case !revocationsKnown():
+					return "loading revocations from redis"
+				case redisLimiter != nil && redisLimiter.Refusing():
+					return "redis unreachable (redis.on_failure: deny)"
+				case srv.Full():
+					return "at capacity (limits.max_connections or the descriptor budget)"
+				}
+				return ""
+			},
 			Descriptors: fds,
 			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
 				until := time.Time{}
