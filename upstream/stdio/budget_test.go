@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/upstream"
@@ -236,6 +237,7 @@ func TestSessionsLeaveARequestSlot(t *testing.T) {
 		pooltest.Send(t, s, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"sleep","params":{"ms":2000}}`, i))
 		conns = append(conns, sink)
 		waitFor(t, "shared children booted", func() bool { return sharedBooted(u) })
+		time.Sleep(2 * busyAfter)
 	}
 	for i, sink := range conns {
 		sink.WaitReply(t, wait, fmt.Sprint(i))

@@ -47,6 +47,14 @@ const (
 	// maxProbeGrace bounds how long a worker suspected of hanging has to
 	// answer the gateway's ping (at most request_timeout).
 	maxProbeGrace = 5 * time.Second
+	// maxStallAfter: a child with requests in flight that has said nothing
+	// for this long (or request_timeout, if shorter) is stalled: busy with
+	// something long, or hung; no candidate for more (pickShared).
+	maxStallAfter = time.Second
+	// busyAfter: a shared child counts as busy (the pool grows rather than
+	// give it more) once it has had requests in flight without a break
+	// for this long; two quick requests that overlap do not make it busy.
+	busyAfter = 100 * time.Millisecond
 	// writeChunk is how much of the queue one write to stdin takes.
 	writeChunk = 64 << 10
 )
@@ -94,7 +102,9 @@ type child struct {
 	// probes counts the gateway's pings whose answer is still due.
 	probes  atomic.Int32
 	probing atomic.Bool // a hang check is under way
-	hung    atomic.Bool // killed for answering nothing: a failure
+	// busySince is clock.Now when the table last got its first call.
+	busySince atomic.Int64
+	hung      atomic.Bool // killed for answering nothing: a failure
 	// wdone is closed once the write loop has handed back every message it
 	// did not write (or when it never ran).
 	wdone    chan struct{}
@@ -130,6 +140,19 @@ func newChild(u *Upstream, r role, after <-chan struct{}) *child {
 // does not grow (pickShared).
 func (c *child) booting(now int64) bool {
 	return !c.spoke.Load() && now-c.born.Load() < int64(bootLimit)
+}
+
+// occupied reports whether the child has had requests in flight without a
+// break for busyAfter.
+func (c *child) occupied(now int64) bool {
+	return c.table.Len() > 0 && now-c.busySince.Load() >= int64(busyAfter)
+}
+
+// stalled reports whether the child has requests in flight and has said
+// nothing for maxStallAfter (at most request_timeout): whether it is busy
+// with long work or hung, more requests would wait behind it.
+func (c *child) stalled(now int64) bool {
+	return c.table.Len() > 0 && now-c.heard.Load() >= int64(min(maxStallAfter, c.u.timeout))
 }
 
 func (c *child) isDead() bool {
@@ -366,7 +389,8 @@ func (c *child) probe() bool {
 // deadlocked, its event loop blocked), it is killed as hung and replaced:
 // the requests still on it get -32603, its session (if it has one) is
 // failed 1011, as when a worker dies (SPEC 4.4). A child that answers the
-// ping is only slow: it stays.
+// ping is only slow: it stays; so does one that has never said anything
+// and started less than bootLimit ago (a slow boot).
 func (c *child) checkHung() {
 	timeout := c.u.timeout
 	if clock.Now()-c.heard.Load() < int64(timeout) || c.isDead() {
@@ -381,6 +405,9 @@ func (c *child) checkHung() {
 		defer c.probing.Store(false)
 		if c.heard.Load() >= sent || c.isDead() || c.ending.Load() {
 			return
+		}
+		if !c.spoke.Load() && clock.Now()-c.born.Load() < int64(bootLimit) {
+			return // still booting, slowly: a later timeout looks again
 		}
 		pid := c.PID()
 		c.u.st.Error("worker_hung")

@@ -111,6 +111,7 @@ func TestRequestModeWorkerKilled(t *testing.T) {
 	a, sinkA := pooltest.Open(t, u)
 	b, sinkB := pooltest.Open(t, u)
 	pooltest.Send(t, a, `{"jsonrpc":"2.0","id":"a1","method":"sleep","params":{"ms":60000}}`)
+	time.Sleep(2 * busyAfter) // a's child is busy: b gets the other
 	pooltest.Send(t, b, `{"jsonrpc":"2.0","id":"b1","method":"sleep","params":{"ms":500}}`)
 	pidA, pidB := workerOf(t, a), workerOf(t, b)
 	if pidA == pidB {

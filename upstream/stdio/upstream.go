@@ -356,7 +356,11 @@ func (u *Upstream) acquireSession(route *pool.Route, subject string) (*child, er
 
 // pickShared returns the shared child a request-mode request goes to
 // (never not, nil for none to avoid):
-//   - the least-loaded booted one when it has nothing in flight;
+//   - the least-loaded booted one unless it is busy (has had requests in
+//     flight without a break for busyAfter: two quick calls that overlap
+//     are no reason for another process); a stalled child (requests in
+//     flight and silent for a second: on long work, or hung) is no
+//     candidate;
 //   - else, when every booted child is busy (or there is none), the pool
 //     grows by one child (a warm one, else a new one within max), unless
 //     a shared child is still booting: then the pool waits for it rather
@@ -365,7 +369,8 @@ func (u *Upstream) acquireSession(route *pool.Route, subject string) (*child, er
 //     keeps), never by one per request as when a booting child, with the
 //     requests queued on it, counted as loaded;
 //   - the least-loaded booted child, loaded as it is, while one boots; the
-//     least-loaded booting one when no child has booted.
+//     least-loaded booting one when no child has booted; the least-loaded
+//     stalled one when there is nothing else.
 //
 // A child boots until it has answered anything (every child is pinged at
 // start), at most bootLimit. A request given a child that is still booting
@@ -377,7 +382,7 @@ func (u *Upstream) pickShared(not *child) (*child, error) {
 		return nil, upstream.ErrClosed
 	}
 	now := clock.Now()
-	var best, boot *child
+	var best, boot, stalled *child
 	for _, w := range u.shared {
 		switch {
 		case w == not || w.isDead():
@@ -385,11 +390,15 @@ func (u *Upstream) pickShared(not *child) (*child, error) {
 			if boot == nil || w.table.Len() < boot.table.Len() {
 				boot = w
 			}
+		case w.stalled(now):
+			if stalled == nil || w.table.Len() < stalled.table.Len() {
+				stalled = w
+			}
 		case best == nil || w.table.Len() < best.table.Len():
 			best = w
 		}
 	}
-	if best != nil && best.table.Len() == 0 {
+	if best != nil && !best.occupied(now) {
 		return best, nil
 	}
 	if boot == nil {
@@ -400,7 +409,12 @@ func (u *Upstream) pickShared(not *child) (*child, error) {
 		}
 		if n != nil {
 			n.role = roleShared
-			n.table.OnBusy = u.st.AddBusy
+			n.table.OnBusy = func(d int) {
+				if d > 0 {
+					n.busySince.Store(clock.Now())
+				}
+				u.st.AddBusy(d)
+			}
 			n.routing.Store(&pool.Routing{Table: &n.table, Back: n.trySend, Stats: u.st, Log: u.log})
 			u.shared = append(u.shared, n)
 			u.refillLocked()
@@ -418,6 +432,8 @@ func (u *Upstream) pickShared(not *child) (*child, error) {
 		return best, nil
 	case boot != nil:
 		return boot, nil
+	case stalled != nil:
+		return stalled, nil
 	}
 	return nil, errNoWorker
 }
