@@ -42,6 +42,7 @@ type obeyClient struct {
 	conns                                        atomic.Int64
 	closedAt                                     atomic.Int64 // unix ns of the last 1001 seen
 	lastErr                                      atomic.Value
+	lostWhy                                      atomic.Value // how the last loss happened
 }
 
 // runConn serves one connection until it closes or ctx ends; it reports
@@ -52,6 +53,11 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 		mu      sync.Mutex
 		pending = map[int64]bool{}
 		stop    atomic.Bool // -31000 seen, or the connection ended
+		told    atomic.Bool // -31000 seen
+		// the last two writes (unix ns), for the account of a loss
+		lastWrite, prevWrite atomic.Int64
+		opened               = time.Now()
+		closeAt              time.Time
 	)
 	done := make(chan struct{})
 	go func() { // writer
@@ -77,6 +83,8 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 			pending[id] = true
 			mu.Unlock()
 			c.sent.Add(1)
+			prevWrite.Store(lastWrite.Load())
+			lastWrite.Store(time.Now().UnixNano())
 			if err := r.Write(wsraw.Frame(true, 0, wsraw.OpText, []byte(msg))); err != nil {
 				return // the reader sees the end
 			}
@@ -88,7 +96,12 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 		r.Close()
 		<-done
 		mu.Lock()
-		c.lost.Add(int64(len(pending)))
+		if n := len(pending); n > 0 {
+			c.lost.Add(int64(n))
+			lw, pw := time.Unix(0, lastWrite.Load()), time.Unix(0, prevWrite.Load())
+			c.lostWhy.Store(fmt.Sprintf("%d unanswered at close: conn age %v, -31000 seen %v, last write %v before the close, the one before %v earlier",
+				n, closeAt.Sub(opened).Round(time.Millisecond), told.Load(), closeAt.Sub(lw).Round(time.Millisecond), lw.Sub(pw).Round(time.Millisecond)))
+		}
 		mu.Unlock()
 	}()
 	var resp struct {
@@ -114,6 +127,7 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 				}
 				continue
 			}
+			closeAt = time.Now()
 			c.badCloses.Add(1)
 			c.lastErr.Store(err.Error())
 			return true
@@ -143,6 +157,7 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 					c.retryAfterMissing.Add(1)
 				}
 				stop.Store(true) // do not send here again
+				told.Store(true)
 			default:
 				c.otherErrors.Add(1)
 				c.lastErr.Store("error answer " + wsraw.Truncate(string(f.Payload), 200))
@@ -150,6 +165,7 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 		case wsraw.OpPing:
 			_ = r.Write(wsraw.Frame(true, 0, wsraw.OpPong, f.Payload))
 		case wsraw.OpClose:
+			closeAt = time.Now()
 			code, reason := wsraw.ParseClose(f.Payload)
 			if code == 1001 {
 				c.closes.Add(1)
@@ -213,6 +229,9 @@ func sumObey(cs []*obeyClient) obeyTotals {
 		}
 		if e, ok := c.lastErr.Load().(string); ok && !seen[e] && len(o.errs) < 5 {
 			seen[e] = true
+			o.errs = append(o.errs, e)
+		}
+		if e, ok := c.lostWhy.Load().(string); ok && len(o.errs) < 10 {
 			o.errs = append(o.errs, e)
 		}
 	}

@@ -69,8 +69,13 @@ func (c *conn) onDeadline() {
 		if c.draining.Load() && c.inflight.Load() <= 0 {
 			// The drain protocol (startDrain): 1001 once quiet.
 			if drainDue = c.drainDue(); now >= drainDue {
-				c.closeNow(ws.StatusGoingAway, "Going away")
-				return
+				if !unread(c.gc.Fd()) {
+					c.closeNow(ws.StatusGoingAway, "Going away")
+					return
+				}
+				// Bytes the loop has not read yet (it ran this first):
+				// they may be a request, to be answered before the 1001.
+				drainDue = now + int64(sweepEvery)
 			}
 		}
 		msgDue := int64(0)
