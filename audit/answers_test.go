@@ -399,3 +399,32 @@ func TestRateErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestCodeNames: the gateway's own codes (SPEC 4.6) are named in the
+// evidence, the retired ones as retired, and -31003 is an auth refusal.
+func TestCodeNames(t *testing.T) {
+	for code, want := range map[int]string{
+		-31000: "-31000 (Reconnect (draining))",
+		-31003: "-31003 (Forbidden)",
+		-31029: "-31029 (Rate limit exceeded)",
+		-31503: "-31503 (Upstream unavailable)",
+		-31504: "-31504 (Upstream timeout)",
+		-32603: "-32603 (Internal error)",
+		-32029: "-32029 (rate limit (retired code; SPEC 4.6: -31029))",
+		-32042: "-32042",
+	} {
+		if got := describeCode(code); got != want {
+			t.Errorf("describeCode(%d) = %q, want %q", code, got, want)
+		}
+	}
+	rs := responses([]byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-31003,"message":"x"}}`))
+	if len(rs) != 1 || !rs[0].isAuthError() {
+		t.Error("-31003 is not taken for an auth refusal")
+	}
+	for _, code := range []int{-31503, -31504} {
+		rs := responses(fmt.Appendf(nil, `{"jsonrpc":"2.0","id":1,"error":{"code":%d,"message":"Upstream x"}}`, code))
+		if len(rs) != 1 || rs[0].isRateError() {
+			t.Errorf("%d taken for a rate limit", code)
+		}
+	}
+}

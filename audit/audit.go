@@ -266,6 +266,49 @@ func (r *rpcResponse) isRateError() bool {
 	return r.Error.Code == -31029 || r.Error.Code == -32029 || strings.Contains(m, "rate") || strings.Contains(m, "too many") || strings.Contains(m, "throttl")
 }
 
+// codeName names a JSON-RPC error code: JSON-RPC's own, and the codes an
+// MCP gateway answers with itself (SPEC 4.6), so that evidence says what an
+// error meant (a rate limit, an upstream with no worker free, an upstream
+// timeout) and not only its number. Codes of earlier builds that SPEC 4.6
+// retired are named as such. "" for any other code.
+func codeName(code int) string {
+	switch code {
+	case -32700:
+		return "Parse error"
+	case -32600:
+		return "Invalid Request"
+	case -32601:
+		return "Method not found"
+	case -32602:
+		return "Invalid params"
+	case -32603:
+		return "Internal error"
+	case -31000:
+		return "Reconnect (draining)"
+	case -31003:
+		return "Forbidden"
+	case -31029:
+		return "Rate limit exceeded"
+	case -31503:
+		return "Upstream unavailable"
+	case -31504:
+		return "Upstream timeout"
+	case -32029:
+		return "rate limit (retired code; SPEC 4.6: -31029)"
+	case -32000:
+		return "legacy server error (retired for reconnect; SPEC 4.6: -31000)"
+	}
+	return ""
+}
+
+// describeCode is code with its name, if it has one.
+func describeCode(code int) string {
+	if n := codeName(code); n != "" {
+		return fmt.Sprintf("%d (%s)", code, n)
+	}
+	return fmt.Sprint(code)
+}
+
 // isAuthError reports whether a JSON-RPC error says "authenticate first".
 func (r *rpcResponse) isAuthError() bool {
 	if r.Error == nil {
@@ -277,7 +320,7 @@ func (r *rpcResponse) isAuthError() bool {
 			return true
 		}
 	}
-	return r.Error.Code == -32001 || r.Error.Code == 401 || r.Error.Code == 403
+	return r.Error.Code == -32001 || r.Error.Code == -31003 || r.Error.Code == 401 || r.Error.Code == 403
 }
 
 // responses parses a text message as JSON-RPC responses (one or a batch).
@@ -322,7 +365,7 @@ func (o outcome) describe(wait time.Duration) string {
 	case o.resp != nil && o.resp.isResult():
 		parts = append(parts, "JSON-RPC result for id "+string(o.resp.ID)+": "+clip(string(o.resp.Result)))
 	case o.resp != nil:
-		parts = append(parts, fmt.Sprintf("JSON-RPC error for id %s: %d %q", o.resp.ID, o.resp.Error.Code, o.resp.Error.Message))
+		parts = append(parts, fmt.Sprintf("JSON-RPC error for id %s: %s %q", o.resp.ID, describeCode(o.resp.Error.Code), o.resp.Error.Message))
 	case o.closed != nil:
 		parts = append(parts, o.closed.describe())
 	default:

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -160,6 +161,7 @@ func (a *auditor) checkRateLimit(ctx context.Context) Check {
 		}
 	}()
 	var answered, rateErrs, otherErrs int
+	otherCodes := map[int]int{} // the other errors, by code
 	var firstRate string
 	var closed *message
 	var sentAtClose int64
@@ -191,10 +193,11 @@ loop:
 			case r.isRateError():
 				rateErrs++
 				if firstRate == "" {
-					firstRate = fmt.Sprintf("JSON-RPC error %d %q", r.Error.Code, r.Error.Message)
+					firstRate = fmt.Sprintf("JSON-RPC error %s %q", describeCode(r.Error.Code), r.Error.Message)
 				}
 			default:
 				otherErrs++
+				otherCodes[r.Error.Code]++
 			}
 		}
 	}
@@ -208,6 +211,20 @@ loop:
 	elapsed := time.Since(start)
 	sentDesc := fmt.Sprintf("%d ping requests (ids %d…), paced over %s; %d sent in %s", burstMessages, first, burstSpan, sent.Load(), dur(elapsed))
 	got := fmt.Sprintf("%d answered, %d rate-limit errors, %d other errors", answered, rateErrs, otherErrs)
+	if len(otherCodes) > 0 {
+		// Say what they were: -31503 (no worker free) or -31504 (upstream
+		// timeout) under a burst is load, not a limit.
+		codes := make([]int, 0, len(otherCodes))
+		for code := range otherCodes {
+			codes = append(codes, code)
+		}
+		sort.Ints(codes)
+		var parts []string
+		for _, code := range codes {
+			parts = append(parts, fmt.Sprintf("%s x%d", describeCode(code), otherCodes[code]))
+		}
+		got += " (" + strings.Join(parts, ", ") + ")"
+	}
 	if firstRate != "" {
 		got += "; first: " + firstRate
 	}

@@ -236,7 +236,38 @@ var (
 // rpcError is a JSON-RPC error answer.
 type rpcError struct{ code int64 }
 
-func (e *rpcError) Error() string { return fmt.Sprintf("rpc error %d", e.code) }
+func (e *rpcError) Error() string { return rpcKind(e.code) }
+
+// rpcKind names a JSON-RPC error answer for the report: its code, and for
+// JSON-RPC's codes and the gateway's own (SPEC 4.6) what it means, so that
+// a run tells a rate limit (-31029) from a pool with no worker free
+// (-31503), an upstream timeout (-31504) or a worker that died (-32603).
+func rpcKind(code int64) string {
+	name := ""
+	switch code {
+	case -32700:
+		name = " parse error"
+	case -32600:
+		name = " invalid request"
+	case -32601:
+		name = " method not found"
+	case -32602:
+		name = " invalid params"
+	case -32603:
+		name = " internal error"
+	case -31000:
+		name = " reconnect"
+	case -31003:
+		name = " forbidden"
+	case -31029:
+		name = " rate limited"
+	case -31503:
+		name = " upstream unavailable"
+	case -31504:
+		name = " upstream timeout"
+	}
+	return "rpc error " + strconv.FormatInt(code, 10) + name
+}
 
 // initialize runs the MCP initialize handshake (id 0), then sends
 // notifications/initialized, which has no answer.
@@ -310,7 +341,7 @@ func errKind(phase string, err error) string {
 	case errors.As(err, &se):
 		return fmt.Sprintf("%s/http %d", phase, int(se))
 	case errors.As(err, &re):
-		return fmt.Sprintf("%s/rpc error %d", phase, re.code)
+		return phase + "/" + re.Error()
 	case errors.Is(err, errRejected):
 		return phase + "/rejected"
 	case errors.Is(err, errMismatchedID):

@@ -64,17 +64,21 @@ func TestReadMessage(t *testing.T) {
 
 func TestErrKind(t *testing.T) {
 	cases := map[string]error{
-		"connect/http 429":            ws.StatusError(429),
-		"connect/refused":             &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
-		"connect/no source port":      fmt.Errorf("dial: %w", syscall.EADDRNOTAVAIL),
-		"connect/too many open files": fmt.Errorf("socket: %w", syscall.EMFILE),
-		"connect/timeout":             os.ErrDeadlineExceeded,
-		"connect/eof":                 io.ErrUnexpectedEOF,
-		"connect/rejected":            errRejected,
-		"connect/mismatched id":       errMismatchedID,
-		"connect/rpc error -32603":    &rpcError{-32603},
-		"connect/close 1001":          &closeError{code: 1001},
-		"connect/error":               errors.New("something else"),
+		"connect/http 429":                              ws.StatusError(429),
+		"connect/refused":                               &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
+		"connect/no source port":                        fmt.Errorf("dial: %w", syscall.EADDRNOTAVAIL),
+		"connect/too many open files":                   fmt.Errorf("socket: %w", syscall.EMFILE),
+		"connect/timeout":                               os.ErrDeadlineExceeded,
+		"connect/eof":                                   io.ErrUnexpectedEOF,
+		"connect/rejected":                              errRejected,
+		"connect/mismatched id":                         errMismatchedID,
+		"connect/rpc error -32603 internal error":       &rpcError{-32603},
+		"connect/rpc error -31503 upstream unavailable": &rpcError{-31503},
+		"connect/rpc error -31504 upstream timeout":     &rpcError{-31504},
+		"connect/rpc error -31029 rate limited":         &rpcError{-31029},
+		"connect/rpc error -42":                         &rpcError{-42},
+		"connect/close 1001":                            &closeError{code: 1001},
+		"connect/error":                                 errors.New("something else"),
 	}
 	for want, err := range cases {
 		if got := errKind("connect", err); got != want {

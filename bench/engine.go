@@ -285,7 +285,7 @@ func (e *engine) account(idx int, p []byte, now int64, take func(id int64) (at i
 		e.errs.add("call/mismatched id", 1)
 		return false
 	case r.isError:
-		e.errs.add(fmt.Sprintf("call/rpc error %d", r.errCode), 1)
+		e.errs.add("call/"+rpcKind(r.errCode), 1)
 	case !r.hasResult:
 		e.errs.add("call/bad response", 1)
 	default:
