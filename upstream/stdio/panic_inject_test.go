@@ -51,13 +51,13 @@ func TestInjectedLinePanic(t *testing.T) {
 	b.Close()
 
 	// Request mode: the answer is lost with its line, the request times
-	// out, the connection stays and its next request is answered.
+	// out (-31504), the connection stays and its next request is answered.
 	c, sinkC := pooltest.Open(t, u)
 	if err := fault.Set("stdio.line:1"); err != nil {
 		t.Fatal(err)
 	}
 	pooltest.Send(t, c, `{"jsonrpc":"2.0","id":"c1","method":"echo","params":{"message":"z"}}`)
-	if d := pooltest.Decode(t, sinkC.WaitReply(t, wait, `"c1"`)); d.Error == nil || d.Error.Code != -32603 {
+	if d := pooltest.Decode(t, sinkC.WaitReply(t, wait, `"c1"`)); d.Error == nil || d.Error.Code != -31504 {
 		t.Fatalf("c1: %+v", d)
 	}
 	pooltest.Send(t, c, `{"jsonrpc":"2.0","id":"c2","method":"echo","params":{"message":"z"}}`)
