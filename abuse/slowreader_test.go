@@ -11,7 +11,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,11 +128,12 @@ func testSlowReaderRSS(t *testing.T, tr wsraw.Transport) {
 		}
 	})
 
-	// Rounds: every client not yet cut sends one more request. A client
-	// cut as a slow consumer is discarded by the gateway, so its writes
-	// still succeed; the count of slow_consumer rejections says when all
-	// are cut. Writes have a short deadline: a client whose gateway side
-	// stopped reading is not waited for.
+	// Rounds: every client sends one more request, one client after the
+	// other (100 unsynchronised clients, not one burst of 100 at once).
+	// A client cut as a slow consumer is discarded by the gateway, so its
+	// writes still succeed; the count of slow_consumer rejections says when
+	// all are cut. Writes have a short deadline: a client whose gateway
+	// side stopped reading is not waited for.
 	frames := make([][]byte, slowRounds)
 	for i := range frames {
 		frames[i] = echo(1000 + i)
@@ -145,16 +145,10 @@ func testSlowReaderRSS(t *testing.T, tr wsraw.Transport) {
 		if cut = g.Metric(t, `gateway_messages_rejected_total{reason="slow_consumer"}`); cut >= slowClients {
 			break
 		}
-		var wg sync.WaitGroup
 		for _, c := range conns {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_ = c.C.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = c.C.Write(frames[rounds])
-			}()
+			_ = c.C.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.C.Write(frames[rounds])
 		}
-		wg.Wait()
 		settleAnswers(t, g)
 	}
 	for end := time.Now().Add(10 * time.Second); cut < slowClients && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {

@@ -123,6 +123,11 @@ type Reader struct {
 	// frame), grows by a quarter at least otherwise, never beyond the limit,
 	// and is kept for reuse until Release.
 	buf []byte
+	// mapBase is where buf's mapping outside the Go heap starts, 0 if buf
+	// is on the heap (offheap.go); mapCap its capacity. Unmapped when
+	// dropped.
+	mapBase uintptr
+	mapCap  int
 	// checked is how much of buf is known to be complete, valid UTF-8 (text
 	// only), so that each byte is validated once and bad text fails on the
 	// bytes that make it bad.
@@ -165,6 +170,7 @@ func (r *Reader) Free() {
 
 func (r *Reader) drop() {
 	r.Budget.release(int64(cap(r.buf)))
+	r.unmap()
 	r.buf = nil
 	r.checked = 0
 }
@@ -335,9 +341,10 @@ func (r *Reader) grow(need int, limit int64, exact bool) error {
 	if !r.Budget.reserve(int64(c - cap(r.buf))) {
 		return overBudget()
 	}
-	b := make([]byte, len(r.buf), c)
+	b, base := allocBuf(len(r.buf), c)
 	copy(b, r.buf)
-	r.buf = b
+	r.unmap()
+	r.buf, r.mapBase, r.mapCap = b, base, c
 	return nil
 }
 
@@ -454,4 +461,12 @@ func ParseHeader(b []byte) (h ws.Header, n int, err error) {
 		n += 4
 	}
 	return h, n, nil
+}
+
+// unmap gives buf's mapping back, if it has one.
+func (r *Reader) unmap() {
+	if r.mapBase != 0 {
+		freeBuf(r.mapBase, r.mapCap)
+		r.mapBase, r.mapCap = 0, 0
+	}
 }

@@ -52,6 +52,12 @@ func appendHeader(dst []byte, op ws.OpCode, fin bool, n int) []byte {
 	}
 }
 
+// AppendTextHeader appends the header of a one-frame text message of n
+// bytes, for a writer that sends the payload from where it is.
+func AppendTextHeader(dst []byte, n int) []byte {
+	return appendHeader(dst, ws.OpText, true, n)
+}
+
 // AppendText appends a whole text message in one frame.
 func AppendText(dst, payload []byte) []byte {
 	return AppendFrame(dst, ws.OpText, true, payload)

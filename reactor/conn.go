@@ -638,6 +638,15 @@ func (c *conn) Deliver(msg []byte) {
 	if len(msg) == 0 {
 		return // nothing left to send (see tooLarge)
 	}
+	if c.tc == nil && len(msg) >= offReply {
+		if !c.pushFrame(msg, c.backlogCap()) {
+			c.refusedOut()
+			return
+		}
+		c.sess.MsgsOut.Add(1)
+		c.srv.m.MessagesOut.Inc()
+		return
+	}
 	ob := outPool.Get().(*outBuf)
 	ob.b = frame.AppendText(ob.b[:0], msg)
 	if c.tc != nil {
@@ -651,13 +660,7 @@ func (c *conn) Deliver(msg []byte) {
 	// Queued for the loop (outq.go), within write_buffer_bytes exactly:
 	// the check above may race with another worker's reply.
 	if !c.pushOut(ob.b, ob, c.backlogCap()) {
-		if !c.out.closed() {
-			c.runOnLoop(func() {
-				if c.failSlow() == gnet.Close {
-					_ = c.gc.EventLoop().Close(c.gc)
-				}
-			})
-		}
+		c.refusedOut()
 		return
 	}
 	c.sess.MsgsOut.Add(1)

@@ -31,7 +31,7 @@ import (
 // pacing: the hot path never pays for this.
 const (
 	trimEvery   = 2 * time.Second
-	trimMinFree = 16 << 20 // below this, not worth a forced GC
+	trimMinFree = 4 << 20 // below this, not worth a forced GC
 	trimGap     = 5 * time.Second
 )
 
@@ -78,6 +78,7 @@ func (s *Server) trimMemory(ctx context.Context) {
 		runtime.GC() // what is live now, not at the last collection
 		metrics.Read(samples)
 		if trimWorthIt(samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()) {
+			dropFreeChunks()
 			debug.FreeOSMemory()
 		}
 	}

@@ -13,7 +13,9 @@ func TestTrimWorthIt(t *testing.T) {
 	}{
 		{0, 44 * mib, 44 * mib, false},          // nothing dead, nothing free
 		{8 * mib, 62 * mib, 44 * mib, true},     // after a storm: 8 free + 18 dead
-		{4 * mib, 50 * mib, 44 * mib, false},    // 10 MiB: under trimMinFree
+		{4 * mib, 50 * mib, 44 * mib, false},    // 10 MiB: under a quarter of 44
+		{2 * mib, 45 * mib, 44 * mib, false},    // 3 MiB: under trimMinFree
+		{3 * mib, 6 * mib, 4 * mib, true},       // a small heap: 5 MiB back
 		{20 * mib, 400 * mib, 400 * mib, false}, // 20 MiB of a 400 MiB heap: under a quarter
 		{40 * mib, 420 * mib, 400 * mib, false}, // 60 < 100
 		{60 * mib, 460 * mib, 400 * mib, true},  // 120 >= 100

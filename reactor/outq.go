@@ -6,7 +6,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpgate/gateway/frame"
 )
 
 // The outbound queue (why it is not gnet's): a slow reader makes the
@@ -39,7 +42,8 @@ import (
 // the loop queues after a reply a worker queued goes out after it.
 const (
 	outChunk   = 64 << 10 // bytes per off-heap chunk
-	outFreeMax = 8        // chunks kept mapped for reuse, all connections together
+	offReply   = 32 << 10 // a worker's reply this large is copied off the heap at once (pushFrame)
+	outFreeMax = 32       // chunks kept mapped for reuse, all connections together (trimMemory drops them)
 	outIOV     = 64       // segments per writev
 )
 
@@ -127,6 +131,31 @@ func (c *conn) pushOut(b []byte, ob *outBuf, limit int64) bool {
 	q.segs = append(q.segs, outSeg{b: b, ob: ob})
 	c.sess.OutPending.Add(int64(len(b)))
 	schedule := !q.scheduled
+	q.scheduled = q.scheduled || schedule
+	q.mu.Unlock()
+	if schedule {
+		c.runOnLoop(c.flushOut)
+	}
+	return true
+}
+
+// pushFrame queues msg as one text frame from any goroutine, copied
+// straight off the heap: a large reply costs no heap buffer on its way
+// (a pooled one would stay in the pool, a fresh one would be garbage, and
+// either counts twice against the heap until a collection). Like pushOut
+// it refuses a frame that would take the queue past limit.
+func (c *conn) pushFrame(msg []byte, limit int64) bool {
+	var h [frame.MaxHeaderSize]byte
+	hdr := frame.AppendTextHeader(h[:0], len(msg))
+	q := &c.out
+	q.mu.Lock()
+	if q.gone || c.sess.OutPending.Load()+int64(len(hdr)+len(msg)) > limit {
+		q.mu.Unlock()
+		return false
+	}
+	c.appendOffLocked(hdr)
+	c.appendOffLocked(msg)
+	schedule := !q.scheduled && !q.armed
 	q.scheduled = q.scheduled || schedule
 	q.mu.Unlock()
 	if schedule {
@@ -506,4 +535,29 @@ func (c *conn) relayAnswered(answered, left int32) {
 	}
 	r := c.relayed.Load()
 	c.relayed.Add(-r * int64(answered) / int64(left+answered))
+}
+
+// dropFreeChunks unmaps the chunks kept for reuse (trimMemory).
+func dropFreeChunks() {
+	chunkFree.Lock()
+	list := chunkFree.list
+	chunkFree.list = nil
+	chunkFree.Unlock()
+	for _, ch := range list {
+		_ = unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(ch.mem)), outChunk)
+		offHeld.Add(-outChunk)
+	}
+}
+
+// refusedOut follows a reply refused by the queue (Deliver): over the cap
+// it is a slow consumer; on a closed connection nothing is to be done.
+func (c *conn) refusedOut() {
+	if c.out.closed() {
+		return
+	}
+	c.runOnLoop(func() {
+		if c.failSlow() == gnet.Close {
+			_ = c.gc.EventLoop().Close(c.gc)
+		}
+	})
 }

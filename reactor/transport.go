@@ -109,8 +109,10 @@ func (c *conn) shut() gnet.Action {
 	c.shutting = true
 	c.stopOut.Store(true)
 	// Nothing more is read: a partial message's buffer (and its share of
-	// max_buffered_bytes) goes now, not when the socket finally closes.
-	c.rd.Free()
+	// max_buffered_bytes) goes now, not when the socket finally closes;
+	// from a task, since shut may run while a message of that buffer is
+	// being handled (write, failSlow), and a large one is unmapped.
+	c.runOnLoop(c.rd.Free)
 	c.srv.releaseAdmission(c)
 	if c.tc != nil && c.tc.Established() {
 		_ = c.tc.CloseNotify()
@@ -232,7 +234,7 @@ func (c *conn) pumpTLS() bool {
 		return true // the handshake goroutine has the bytes
 	}
 	c.tlsFull = false
-	limit := c.srv.lim.maxMsg + 14 + 4096
+	limit := c.plainCap()
 	if c.plain == nil {
 		c.plain = (*plainPool.Get().(*[]byte))[:0]
 	}
@@ -243,9 +245,9 @@ func (c *conn) pumpTLS() bool {
 	}()
 	for {
 		if len(c.plain) == cap(c.plain) {
-			if cap(c.plain) >= int(limit) {
-				// More decrypted input than any frame may need: stop here;
-				// onTraffic pumps again once the reader has consumed some.
+			if cap(c.plain) >= limit {
+				// A window's worth decrypted: stop here; onTraffic pumps
+				// again once the reader has consumed some.
 				c.tlsFull = true
 				return true
 			}
@@ -282,11 +284,26 @@ func (c *conn) onTLSHandshake(err error) {
 // connection holds none.
 var plainPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// plainWindow is how much decrypted input pumpTLS holds at most. The frame
+// reader streams a data frame's payload out of its input as it arrives,
+// so the window needs room for a request head (max_header_bytes), a frame
+// header and a control frame, not for a whole message: sized for a whole
+// message (max_message_bytes) a wss:// client sending large messages made
+// pumpTLS double a fresh buffer up to it and drop it on every read (2.6
+// bytes allocated per byte received; abuse TestSlowReaderRSS).
+const plainWindow = 64 << 10
+
+// plainCap is the decrypted-input window: plainWindow, or a request head
+// and a frame if max_header_bytes is larger.
+func (c *conn) plainCap() int {
+	return max(plainWindow, c.srv.lim.maxHeader+4096)
+}
+
 func (c *conn) releasePlain() {
 	if c.plain == nil {
 		return
 	}
-	if cap(c.plain) <= 64<<10 {
+	if cap(c.plain) <= plainWindow {
 		b := c.plain[:0]
 		plainPool.Put(&b)
 	}

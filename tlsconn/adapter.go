@@ -27,6 +27,14 @@ const feedChunk = 4096
 
 var feedPool = sync.Pool{New: func() any { b := make([]byte, 0, feedChunk); return &b }}
 
+// feedBig is the size of the pooled buffers for larger feeds, up to one
+// socket read of the reactor (gnet reads 64 KiB at a time): a client
+// sending large messages fed a fresh buffer of its own on every read, as
+// many bytes allocated as received (abuse TestSlowReaderRSS, wss://).
+const feedBig = 64 << 10
+
+var feedBigPool = sync.Pool{New: func() any { b := make([]byte, 0, feedBig); return &b }}
+
 // rawConn is the net.Conn that crypto/tls sits on. Inbound it serves the
 // ciphertext the loop fed it; outbound it hands every write to out.
 type rawConn struct {
@@ -66,9 +74,12 @@ func (r *rawConn) pendingLocked() int {
 // Peek result) is only valid until it discards it.
 func (r *rawConn) appendLocked(b []byte) {
 	if r.buf == nil {
-		if len(b) <= feedChunk {
+		switch {
+		case len(b) <= feedChunk:
 			r.buf = feedPool.Get().(*[]byte)
-		} else {
+		case len(b) <= feedBig:
+			r.buf = feedBigPool.Get().(*[]byte)
+		default:
 			nb := make([]byte, 0, len(b))
 			r.buf = &nb
 		}
@@ -88,9 +99,13 @@ func (r *rawConn) releaseLocked() {
 	}
 	b := r.buf
 	r.buf, r.off = nil, 0
-	if cap(*b) == feedChunk {
+	switch cap(*b) {
+	case feedChunk:
 		*b = (*b)[:0]
 		feedPool.Put(b)
+	case feedBig:
+		*b = (*b)[:0]
+		feedBigPool.Put(b)
 	}
 }
 
