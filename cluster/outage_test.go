@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -19,9 +21,17 @@ import (
 // throughout (issue 15). Each fault begins once the window is full and
 // lasts less than W, so windows span the time before, during and after it;
 // the run goes on for three windows after Redis is back.
+//
+// OUTAGE_N and OUTAGE_W change the limit (default 200 per 2s), e.g.
+// OUTAGE_N=1000 OUTAGE_W=10s for the issue's figures (about 2.5 minutes).
 func TestLimiterOutageBound(t *testing.T) {
-	const N = 200
-	const W = 2 * time.Second
+	N, W := 200, 2*time.Second
+	if v, err := strconv.Atoi(os.Getenv("OUTAGE_N")); err == nil && v > 0 {
+		N = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("OUTAGE_W")); err == nil && v > 0 {
+		W = v
+	}
 	for _, tc := range []struct {
 		name  string
 		fault func(r *testRedis)
@@ -95,7 +105,7 @@ func TestLimiterOutageBound(t *testing.T) {
 				t.Logf("node %d: %+v", i, l.Stats())
 			}
 			t.Logf("%s: N=%d W=%v, 3 nodes: sliding max %d (%.3f N); per window from the start %v; fault at +%.2fs..+%.2fs; %d admitted of %d attempts; %d written back, %d subject losses seen",
-				tc.name, N, W, peak, float64(peak)/N, per, float64(faultAt-start)/1e9, float64(faultEnd-start)/1e9,
+				tc.name, N, W, peak, float64(peak)/float64(N), per, float64(faultAt-start)/1e9, float64(faultEnd-start)/1e9,
 				len(ts), attempts, restored, losses)
 			if bound := N + N*5/100; peak > bound {
 				t.Errorf("%s: a sliding window of %v admitted %d, bound %d (N=%d + 5 %%)", tc.name, W, peak, bound, N)

@@ -108,7 +108,7 @@ func (l *Limiter) probe() {
 	l.trips.Add(1)
 	sha, err := l.rdb.ScriptLoad(ctx, l.src).Result()
 	if err != nil {
-		l.fail(err, start)
+		l.failed(err, start)
 		return
 	}
 	l.sha = sha
@@ -134,7 +134,7 @@ func (l *Limiter) heartbeat() bool {
 	start := clock.Now()
 	n, err := l.presenceCall(false)
 	if err != nil {
-		l.fail(err, start)
+		l.failed(err, start)
 		return false
 	}
 	l.live.Store(int32(min(max(n, 1), math.MaxInt32)))
@@ -254,18 +254,23 @@ func (l *Limiter) refill(batch []*entry) {
 		}
 	}
 	if failed != nil {
-		if l.stillUp() {
-			// One slow or broken round trip (a loaded host, a
-			// connection closed under it) while Redis answers: not an
-			// outage. Its debt goes again with the next call.
-			l.errs.Add(1)
-			if l.m != nil {
-				l.m.RedisErrors.Inc()
-			}
-			return
-		}
-		l.fail(failed, start)
+		l.failed(failed, start) // a call's debt goes again with the next one
 	}
+}
+
+// failed handles a failed round trip begun at start: an outage (fail)
+// unless Redis was up and still answers a PING. One slow or broken round
+// trip (a loaded host, a connection closed under it) is counted, not
+// treated as an outage.
+func (l *Limiter) failed(err error, start int64) {
+	if !l.down.Load() && l.stillUp() {
+		l.errs.Add(1)
+		if l.m != nil {
+			l.m.RedisErrors.Inc()
+		}
+		return
+	}
+	l.fail(err, start)
 }
 
 // stillUp pings Redis once after a failed refill: an outage only if that
