@@ -40,6 +40,16 @@
 // share leaves session slots to at least three other subjects; an operator
 // who raises max_per_subject towards max lets one subject take every
 // session slot (never the request-mode one).
+//
+// Faults (issue 15): every child is pinged when it starts and boots until
+// it answers; the shared pool grows by one child per boot at most
+// (pickShared), so a crash or a burst does not fork a child per request. A
+// child silent for request_timeout while a request waits, that then
+// ignores a ping, is killed as hung (checkHung). A request-mode request
+// that never reached its child (queued when it died, or its stdin write
+// failed) is retried once on another (Upstream.retry). Answers: -32603
+// for a request on a child that died, -31504 on request_timeout, -31503
+// when no child can take a request (SPEC 4.6).
 package stdio
 
 import (
@@ -354,8 +364,8 @@ func (u *Upstream) acquireSession(route *pool.Route, subject string) (*child, er
 	return c, nil
 }
 
-// pickShared returns the shared child a request-mode request goes to
-// (never not, nil for none to avoid):
+// pickShared returns the shared child a request-mode request goes to,
+// never not (the child a request is being moved off; nil: any):
 //   - the least-loaded booted one unless it is busy (has had requests in
 //     flight without a break for busyAfter: two quick calls that overlap
 //     are no reason for another process); a stalled child (requests in
