@@ -149,6 +149,40 @@ func (l *Limiter) cameBack() {
 	l.release(batch)
 }
 
+// emptied handles a Redis found to have lost its memory by the presence
+// heartbeat (refill goroutine): every subject this node admitted on in the
+// last W and has not yet found lost is handled as lost now (lostSubject)
+// and written back at once, so that a node that starts on a subject after
+// the restart finds the others' admissions counted within about a
+// heartbeat, not only once each of them happens to call on it.
+func (l *Limiter) emptied() {
+	now := clock.Now()
+	l.log.Warn("redis lost its memory (restarted empty or flushed): writing this node's admissions of the last window back",
+		"window", l.limit.Window)
+	var batch []*entry
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for _, e := range s.m {
+			if now < e.recUntil || e.own.Count(now, l.limit.N, l.window) == 0 {
+				continue
+			}
+			l.lostSubject(e, now, false)
+			if !e.queued {
+				e.queued = true
+				batch = append(batch, e)
+			}
+		}
+		s.mu.Unlock()
+	}
+	for len(batch) > 0 && !l.down.Load() {
+		n := min(len(batch), maxBatch)
+		l.refill(batch[:n])
+		batch = batch[n:]
+	}
+	l.release(batch)
+}
+
 // lostSubject handles Redis having forgotten e's subject (the shard lock
 // is held): drop the leases, seed and cap as for an outage begun at t, and
 // write everything back on the next call (unless this call did).

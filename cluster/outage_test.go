@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"syscall"
@@ -155,5 +156,42 @@ func TestLimiterRedisGauges(t *testing.T) {
 	check("redis back", 1, 0, false)
 	if err := r.client(t).Ping(context.Background()).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Redis restarts empty after node A admitted a subject's whole limit and
+// went quiet on it; node B, which never saw the subject, then floods it
+// within the same window. A's heartbeat finds Redis emptied and writes its
+// admissions back, so B gets (about) nothing until they expire: the
+// busiest window stays within 5 % of N. Before, B got a second N.
+func TestLimiterRestartEmptyNewNode(t *testing.T) {
+	const N = 200
+	const W = 5 * time.Second
+	r := startRedis(t)
+	log := &logLines{}
+	limit := ratelimit.Limit{N: N, Window: W}
+	a := NewLimiter(r.client(t), limit, LimiterOptions{ProbeInterval: 200 * time.Millisecond}, nil, slog.New(log))
+	b := NewLimiter(r.client(t), limit, LimiterOptions{ProbeInterval: 200 * time.Millisecond}, nil, nil)
+	t.Cleanup(a.Close)
+	t.Cleanup(b.Close)
+	for _, l := range []*Limiter{a, b} {
+		waitFor(t, 5*time.Second, "both nodes to see 2 nodes", func() bool { return l.Stats().Nodes == 2 })
+	}
+	t0 := clock.Now()
+	first, _ := hammer([]*Limiter{a}, "moving", t0+int64(500*time.Millisecond))
+	r.kill()
+	r.start()
+	// A's next heartbeat (within a second) finds its member gone.
+	waitFor(t, 4*time.Second, "node A to write its admissions back", func() bool { return a.Stats().Restored > 0 })
+	second, _ := hammer([]*Limiter{b}, "moving", clock.Now()+int64(time.Second))
+	all := append(append([]int64{}, first...), second...)
+	peak := slidingMax(all, W)
+	t.Logf("node A admitted %d, Redis restarted empty, node B then admitted %d within %v; sliding max %d (%.3f N); A wrote back %d; %d 'lost its memory' log lines",
+		len(first), len(second), time.Duration(clock.Now()-t0).Round(time.Millisecond), peak, float64(peak)/N, a.Stats().Restored, log.count("lost its memory"))
+	if len(first) < N*9/10 {
+		t.Fatalf("node A admitted only %d of %d", len(first), N)
+	}
+	if bound := N + N*5/100; peak > bound {
+		t.Errorf("sliding max %d over %d (N + 5 %%)", peak, bound)
 	}
 }

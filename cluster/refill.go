@@ -132,13 +132,19 @@ func (l *Limiter) probe() {
 // nodes are live (presence.lua). It reports whether Redis answered.
 func (l *Limiter) heartbeat() bool {
 	start := clock.Now()
-	n, err := l.presenceCall(false)
+	// Expect our member while the last answered heartbeat is well within
+	// its TTL (a second of slack for the clocks and the round trips).
+	expect := l.liveAt.Load() != 0 && start-l.liveAt.Load() < int64(presenceTTL-time.Second)
+	n, lost, err := l.presenceCall(false, expect)
 	if err != nil {
 		l.failed(err, start)
 		return false
 	}
 	l.live.Store(int32(min(max(n, 1), math.MaxInt32)))
 	l.liveAt.Store(clock.Now())
+	if lost {
+		l.emptied()
+	}
 	return true
 }
 
@@ -146,20 +152,32 @@ func (l *Limiter) heartbeat() bool {
 // node that does not leave drops out after presenceTTL).
 func (l *Limiter) leave() {
 	if l.rdb != nil && l.presence != nil {
-		_, _ = l.presenceCall(true)
+		_, _, _ = l.presenceCall(true, false)
 	}
 }
 
-func (l *Limiter) presenceCall(leave bool) (int64, error) {
+// presenceCall runs presence.lua: the live nodes, and whether this node's
+// member was gone though expected (Redis lost its memory).
+func (l *Limiter) presenceCall(leave, expect bool) (int64, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CallTimeout)
 	defer cancel()
 	l.trips.Add(1)
-	flag := 0
+	flag, exp := 0, 0
 	if leave {
 		flag = 1
 	}
-	return l.presence.Run(ctx, l.rdb, []string{l.opts.KeyPrefix + "nodes"},
-		l.nodeID, presenceTTL.Milliseconds(), flag).Int64()
+	if expect {
+		exp = 1
+	}
+	v, err := l.presence.Run(ctx, l.rdb, []string{l.opts.KeyPrefix + "nodes"},
+		l.nodeID, presenceTTL.Milliseconds(), flag, exp).Int64Slice()
+	if err == nil && len(v) != 2 {
+		err = errBadReply
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return v[0], v[1] == 1, nil
 }
 
 // fail counts a failed round trip and, on the first one, switches Allow to
