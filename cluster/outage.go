@@ -44,7 +44,11 @@ import (
 //     spent part is in own), seeds and caps itself as in 2, and its next
 //     call writes everything back. A Redis restarted empty is so re-seeded
 //     by every node that admitted on a subject in the last W, on its next
-//     call on that subject, whether or not the node saw Redis go away.
+//     call on that subject, whether or not the node saw Redis go away;
+//     and each node's presence heartbeat (every second) finds its own
+//     member of the presence set gone and writes back every subject it
+//     admitted on in the last W at once (emptied), so that a node new to a
+//     subject does not find it empty for long.
 //
 // Leases held when Redis goes away are not spent until it answers again:
 // Redis counted them whole, and the fallback counts anew.
@@ -194,6 +198,7 @@ func (l *Limiter) lostSubject(e *entry, t int64, restored bool) {
 	if t >= e.recUntil {
 		l.setShare()
 		l.seedEntry(e, t, t)
+		e.epoch = l.epoch.Load() // an earlier outage's seed must not replace this one
 	}
 	e.recUntil = t + l.window
 	if !restored {
