@@ -114,9 +114,12 @@ type wfClient struct {
 
 	next                     atomic.Int64
 	sent, results, reconnect atomic.Int64
-	laterResults             atomic.Int64 // on connections dialled again
+	laterResults             atomic.Int64 // on connections dialled after the fault
+	served                   atomic.Int64 // logical clients that got a result
+	faulted                  atomic.Bool
 	mu                       sync.Mutex
 	codes                    map[int]int // JSON-RPC error answers by code
+	initErrors               map[int]int // error answers to initialize (the client reconnects)
 	closes                   map[int]int // server closes by code
 	// raced: unanswered when the server's close arrived, sent less than
 	// raceWindow before it (they may have reached the gateway after its
@@ -145,7 +148,7 @@ func (c *wfClient) problem(format string, args ...any) {
 // answers still due.
 func (c *wfClient) run(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
-	first := true
+	served := false
 	for ctx.Err() == nil {
 		r, err := c.g.DialAuthed(aliceToken)
 		if err != nil {
@@ -153,8 +156,7 @@ func (c *wfClient) run(ctx context.Context, wg *sync.WaitGroup) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		again := c.conn(ctx, r, first)
-		first = false
+		again := c.conn(ctx, r, c.faulted.Load(), &served)
 		r.Close()
 		if !again {
 			return
@@ -165,7 +167,7 @@ func (c *wfClient) run(ctx context.Context, wg *sync.WaitGroup) {
 
 // conn serves one connection; it reports whether the server closed it
 // (the client then reconnects, unless ctx is done).
-func (c *wfClient) conn(ctx context.Context, r *wsraw.Conn, first bool) (closed bool) {
+func (c *wfClient) conn(ctx context.Context, r *wsraw.Conn, afterFault bool, served *bool) (closed bool) {
 	if c.session {
 		init := `{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"wf","version":"1"}}}`
 		if err := r.Write(wsraw.Frame(true, 0, wsraw.OpText, []byte(init))); err != nil {
@@ -189,8 +191,15 @@ func (c *wfClient) conn(ctx context.Context, r *wsraw.Conn, first bool) (closed 
 			}
 			if f.Op == wsraw.OpText && bytes.Contains(f.Payload, []byte(`"id":"init"`)) {
 				if !bytes.Contains(f.Payload, []byte(`"result"`)) {
-					// -31504 or -32603: the session's worker is being replaced.
-					continue
+					// -31504 (a worker still booting), -32603 (it died) or
+					// -31503: a client gives this session up and opens
+					// another.
+					var e struct{ Error struct{ Code int } }
+					_ = json.Unmarshal(f.Payload, &e)
+					c.mu.Lock()
+					c.initErrors[e.Error.Code]++
+					c.mu.Unlock()
+					return ctx.Err() == nil
 				}
 				break
 			}
@@ -295,8 +304,12 @@ func (c *wfClient) conn(ctx context.Context, r *wsraw.Conn, first bool) (closed 
 			}
 			if resp.Error == nil {
 				c.results.Add(1)
-				if !first {
+				if afterFault {
 					c.laterResults.Add(1)
+				}
+				if !*served {
+					*served = true
+					c.served.Add(1)
 				}
 			} else {
 				c.mu.Lock()
@@ -335,7 +348,7 @@ func (c *wfClient) conn(ctx context.Context, r *wsraw.Conn, first bool) (closed 
 // fault on, and the workers signalled (the pool the load had grown).
 func wfRun(t *testing.T, g *gateway, session bool, conns, rate int, d, faultAt time.Duration, sig syscall.Signal) (*wfClient, int, []int) {
 	c := &wfClient{g: g, session: session, interval: time.Second * time.Duration(conns) / time.Duration(rate),
-		codes: map[int]int{}, closes: map[int]int{}}
+		codes: map[int]int{}, closes: map[int]int{}, initErrors: map[int]int{}}
 	gpid := g.Pid()
 	var peak atomic.Int64
 	sampled := make(chan struct{})
@@ -359,7 +372,20 @@ func wfRun(t *testing.T, g *gateway, session bool, conns, rate int, d, faultAt t
 		wg.Add(1)
 		go c.run(ctx, &wg)
 	}
+	// The fault comes faultAt after every client has been served once (its
+	// worker booted), however slow the boot on a loaded machine.
+	start := time.Now()
+	for c.served.Load() < int64(conns) {
+		if time.Since(start) > 90*time.Second {
+			cancel()
+			wg.Wait()
+			t.Fatalf("%d of %d clients served after 90 s", c.served.Load(), conns)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("every client served after %v", time.Since(start).Round(time.Millisecond))
 	time.Sleep(faultAt)
+	c.faulted.Store(true)
 	hit := workerPIDs(gpid)
 	peak.Store(int64(len(hit)))
 	for _, p := range hit {
@@ -387,8 +413,8 @@ func (c *wfClient) report(t *testing.T, peak int) {
 		codes = append(codes, fmt.Sprintf("%d:%d", code, n))
 	}
 	sort.Strings(codes)
-	t.Logf("sent %d: %d results (%d after a reconnect), errors %v, %d raced a close, %d lost; closes %v; %d reconnects; worker processes after the fault at most %d",
-		c.sent.Load(), c.results.Load(), c.laterResults.Load(), codes, c.raced, c.lost, c.closes, c.reconnect.Load(), peak)
+	t.Logf("sent %d: %d results (%d on connections opened after the fault), errors %v, %d raced a close, %d lost; closes %v; %d reconnects (initialize answered %v); worker processes after the fault at most %d",
+		c.sent.Load(), c.results.Load(), c.laterResults.Load(), codes, c.raced, c.lost, c.closes, c.reconnect.Load(), c.initErrors, peak)
 	for _, p := range c.problems {
 		t.Log(p)
 	}
@@ -460,7 +486,7 @@ func TestWorkerKillAndHang(t *testing.T) {
 	// serves the rest from a new worker, and the hung ones are killed.
 	t.Run("request/hang", func(t *testing.T) {
 		g := wfGateway(t, 0)
-		c, peak, hit := wfRun(t, g, false, conns, rate, 14*time.Second, 3*time.Second, syscall.SIGSTOP)
+		c, peak, hit := wfRun(t, g, false, conns, rate, 16*time.Second, 3*time.Second, syscall.SIGSTOP)
 		c.report(t, peak)
 		// The requests that went to the hung workers in their first second
 		// of silence are answered -31504/-32603; the rest get results.
@@ -499,7 +525,7 @@ func TestWorkerKillAndHang(t *testing.T) {
 	// session gets a new worker.
 	t.Run("session/hang", func(t *testing.T) {
 		g := wfGateway(t, 0)
-		c, peak, hit := wfRun(t, g, true, conns, rate, 14*time.Second, 3*time.Second, syscall.SIGSTOP)
+		c, peak, hit := wfRun(t, g, true, conns, rate, 16*time.Second, 3*time.Second, syscall.SIGSTOP)
 		c.report(t, peak)
 		// Each session waits 2 x request_timeout for its worker to be
 		// found hung, then for a new worker to boot: the results are
