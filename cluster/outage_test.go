@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -59,31 +60,27 @@ func TestLimiterOutageBound(t *testing.T) {
 			}
 			start := clock.Now()
 			faultAt := start + int64(W) + int64(W)/2
-			var faultEnd int64
+			// The load runs on its own goroutine, the fault on the test's
+			// (a failed restart fails the test), until three windows after
+			// the fault ends (about 1.5 s after it starts, or at once).
+			var ts []int64
+			var attempts int64
+			var stop atomic.Bool
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				sleepTill(faultAt)
-				tc.fault(r)
-				faultEnd = clock.Now()
-			}()
-			// Run until three windows after the fault ends (it ends
-			// about 1.5 s after it starts, or at once).
-			var ts []int64
-			var attempts int64
-			for {
-				more, n := hammer(lims, "outage", clock.Now()+int64(500*time.Millisecond))
-				ts = append(ts, more...)
-				attempts += n
-				select {
-				case <-done:
-					if clock.Now() >= faultEnd+3*int64(W) {
-						goto measured
-					}
-				default:
+				for !stop.Load() {
+					more, n := hammer(lims, "outage", clock.Now()+int64(500*time.Millisecond))
+					ts = append(ts, more...)
+					attempts += n
 				}
-			}
-		measured:
+			}()
+			sleepTill(faultAt)
+			tc.fault(r)
+			faultEnd := clock.Now()
+			sleepTill(faultEnd + 3*int64(W) + int64(100*time.Millisecond))
+			stop.Store(true)
+			<-done
 			peak := slidingMax(ts, W)
 			var per []int
 			for k := int64(0); start+(k+1)*int64(W) <= ts[len(ts)-1]; k++ {
