@@ -52,8 +52,10 @@ import (
 // LimiterOptions tune a Limiter. The zero value is usable.
 type LimiterOptions struct {
 	// OnFailure is what Allow does while Redis is unreachable: "local"
-	// (default: a per-node sliding window with this node's share of N) or
-	// "deny" (refuse every message until Redis is back).
+	// (default: a per-node sliding window with this node's share of N,
+	// counting what the node admitted and knew when Redis went away, and
+	// kept for W after it returns; see outage.go) or "deny" (refuse every
+	// message until Redis is back).
 	OnFailure string
 	// Nodes is the number of gateway nodes the limit is split across in the
 	// "local" fallback. 0: the nodes seen over the last minute (live in the

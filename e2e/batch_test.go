@@ -155,7 +155,7 @@ func TestBatchDuringDrain(t *testing.T) {
 		}
 		must(t, g.Signal(syscall.SIGTERM))
 		// Nothing in flight: closed at once; the drain is under way.
-		idle.expectClose(1001, "Going away", 5*time.Second)
+		idle.expectClose(1001, "Going away", 10*time.Second)
 		busy.sendText(requestBatch(1, 5, "notifications/progress"))
 		var batch, slow string
 		for batch == "" || slow == "" {
@@ -177,7 +177,7 @@ func TestBatchDuringDrain(t *testing.T) {
 		if !strings.Contains(slow, "slow done") {
 			t.Fatalf("request in flight at SIGTERM: %s", slow)
 		}
-		busy.expectClose(1001, "Going away", 5*time.Second)
+		busy.expectClose(1001, "Going away", 10*time.Second)
 	})
 }
 

@@ -316,12 +316,23 @@ func TestClusterDrain(t *testing.T) {
 				}
 				if strings.Contains(string(f.payload), `"code":-31000`) {
 					// Reconnect: send nothing more here; the 1001
-					// follows once the connection has been quiet.
-					if f2, err := c.r.readFrame(10 * time.Second); err == nil && f2.op == 8 {
-						c.closedWith, _ = wsraw.ParseClose(f2.payload)
-						c.unansweredAtClose = c.sent - c.answered
+					// follows once the connection has been quiet and
+					// has answered the drain's ping.
+					for {
+						f2, err := c.r.readFrame(10 * time.Second)
+						if err != nil {
+							return
+						}
+						if f2.op == 9 {
+							_, _ = c.r.c.Write(buildFrame(true, 0, 10, true, f2.payload))
+							continue
+						}
+						if f2.op == 8 {
+							c.closedWith, _ = wsraw.ParseClose(f2.payload)
+							c.unansweredAtClose = c.sent - c.answered
+						}
+						return
 					}
-					return
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

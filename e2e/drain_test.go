@@ -26,8 +26,8 @@ func TestDrainOnSIGTERM(t *testing.T) {
 			t.Fatalf("before the answer to slow: %s", got)
 		}
 		must(t, g.Signal(syscall.SIGTERM))
-		a.expectClose(1001, "Going away", 5*time.Second)
-		b.expectClose(1001, "Going away", 5*time.Second)
+		a.expectClose(1001, "Going away", 10*time.Second)
+		b.expectClose(1001, "Going away", 10*time.Second)
 
 		// busy's request (two seconds long) is still in flight: the gateway
 		// drains.
@@ -59,7 +59,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		if !strings.Contains(slow, "slow done") {
 			t.Fatalf("request in flight at SIGTERM: %s", slow)
 		}
-		busy.expectClose(1001, "Going away", 5*time.Second)
+		busy.expectClose(1001, "Going away", 10*time.Second)
 
 		select {
 		case <-g.Exited():

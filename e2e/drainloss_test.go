@@ -57,7 +57,7 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 		// the last two writes (unix ns), for the account of a loss
 		lastWrite, prevWrite atomic.Int64
 		opened               = time.Now()
-		closeAt              time.Time
+		closeAt, ended       time.Time
 	)
 	done := make(chan struct{})
 	go func() { // writer
@@ -121,7 +121,13 @@ func (c *obeyClient) runConn(ctx context.Context, r *wsraw.Conn) (closedByServer
 					mu.Lock()
 					n := len(pending)
 					mu.Unlock()
-					if n == 0 {
+					if ended.IsZero() {
+						ended = time.Now()
+					}
+					// Done: once nothing is due, or 10 s on (what is
+					// still due is then lost).
+					if n == 0 || time.Since(ended) > 10*time.Second {
+						closeAt = time.Now()
 						return false
 					}
 				}
@@ -530,7 +536,8 @@ func TestRollingRestartRebalance(t *testing.T) {
 }
 
 // TestDrainQuiet: what holds a draining connection open. A client that
-// only pings is closed 1001 after the quiet grace (1-2 s) as if idle; a
+// only pings (and answers none) is closed 1001 after the quiet grace and
+// the wait for a pong (3-4 s) as if idle; a
 // client that keeps sending requests after its -31000 gets -31000 for
 // each and is closed 1001 at drain_timeout (8 s here), not before.
 func TestDrainQuiet(t *testing.T) {
@@ -557,10 +564,11 @@ func TestDrainQuiet(t *testing.T) {
 				}
 			}
 		}()
-		at := pinger.expectClose(1001, "Going away", 5*time.Second)
-		// The grace is 1-2 s; drain_timeout is 8 s away.
-		if d := at.Sub(term); d > 5*time.Second {
-			t.Errorf("a pinging client closed %v after SIGTERM, want after the 1-2 s grace, not at drain_timeout", d)
+		at := pinger.expectClose(1001, "Going away", 10*time.Second)
+		// The grace is 1-2 s, then 2 s for a pong this client never
+		// sends; drain_timeout is 8 s away.
+		if d := at.Sub(term); d > 6*time.Second {
+			t.Errorf("a pinging client closed %v after SIGTERM, want after the grace (3-4 s without a pong), not at drain_timeout", d)
 		}
 		refused := 0
 		for {

@@ -143,7 +143,7 @@ func NewIPLimiter(l Limit) *Keyed[netip.Addr] {
 }
 
 // NewLocalSubjectLimiter limits messages per subject on this node only: the
-// single-node mode, and the fallback of the Redis limiter.
+// single-node mode (the Redis limiter keeps its own per-subject Windows).
 func NewLocalSubjectLimiter(l Limit) *Keyed[string] {
 	return newKeyed(l, func(s string) uint64 { return maphash.String(seed, s) })
 }

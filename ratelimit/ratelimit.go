@@ -6,7 +6,8 @@
 // per-connection windows still pass its wall readings; any one consistent
 // scale works for a Window). It must not import the reactor, session or
 // cluster packages; cluster builds its Redis limiter on SubjectLimiter and
-// uses Keyed as its fallback.
+// keeps a Window per subject of what it admitted (Add, Count, Buckets), its
+// fallback while Redis is down and what it writes back when Redis returns.
 //
 // Every limiter here answers from memory and never blocks: the reactor calls
 // them on its event loops.

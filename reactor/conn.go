@@ -47,6 +47,8 @@ type conn struct {
 	lastAnswer    atomic.Int64 // draining: when an in-flight request was last answered (ns)
 	drainFrom     int64        // draining: when the drain of this connection began (ns)
 	drainMsg      int64        // draining: when a message last arrived (ns)
+	drainPing     int64        // draining: when the flush ping went out (ns), 0 if none
+	drainPong     int64        // draining: when its pong came back (ns), 0 if not yet
 	drainQuiet    int64        // draining: how long it must be quiet before its 1001 (ns)
 	rebalanced    bool         // asked to reconnect by rebalancing (Server.reconnecting)
 	authed        atomic.Bool  // authenticated (Open or later): Reconnect's candidates
@@ -232,6 +234,10 @@ func (c *conn) onEvent(ev *frame.Event, now int64) gnet.Action {
 		return act
 	case frame.Pong:
 		c.sess.PingSent = 0
+		if c.drainPing != 0 && c.drainPong == 0 && string(ev.Payload) == drainPingPayload {
+			c.drainPong = now // everything sent before it is read (drainStep)
+			c.wakeBy(now + int64(DrainAfterPong))
+		}
 	case frame.Close:
 		code := ev.CloseCode
 		if code == ws.StatusNoStatusRcvd {
@@ -690,14 +696,26 @@ func retryAfterMS(d time.Duration) []byte {
 // each request is answered -31000 "Reconnect"; requests in flight are
 // answered as usual; the connection closes with 1001 "Going away" once
 // nothing is in flight and no message has been received for drainQuiet
-// after the last answer or request (drainDue), or at drain_timeout (Drain):
-// pings and pongs do not hold it, a message partly received does. A
-// client that stops sending on -31000 thus has every request answered: a
-// request it sent before it read the -31000 arrives within the grace and
-// gets its own -31000. drainQuiet is DrainQuiet plus a share of
+// after the last answer or request (drainDue), then a ping has been
+// answered with nothing after its pong for DrainAfterPong (drainStep), or
+// at drain_timeout (Drain). Pings and pongs do not hold it, a message
+// partly received does. A client that stops sending on -31000 thus has
+// every request answered: a request it sent before it read the -31000
+// arrives within the grace and gets its own -31000. The ping flushes the
+// path: whatever the client sent before it answered the ping (held up in a
+// balancer, or in a client that stalled) arrives before the pong, and what
+// a stalled client's writer sends as it wakes comes with it, so neither
+// is read after the close. A client that answers no ping is closed
+// DrainPongWait after it. drainQuiet is DrainQuiet plus a share of
 // DrainSpread drawn per connection, so the closes of a node's connections
 // are spread over the grace rather than sent in one sweep.
 const (
+	// DrainPongWait is how long a drained connection waits for the pong
+	// to its flush ping.
+	DrainPongWait = 2 * time.Second
+	// DrainAfterPong is how long it must stay quiet after that pong.
+	DrainAfterPong = time.Second
+
 	// DrainQuiet is the least time a draining connection must be quiet
 	// (nothing received, nothing in flight) before its 1001: longer than a
 	// loopback or LAN round trip under load, short beside drain_timeout.
@@ -751,6 +769,42 @@ func (c *conn) drainDue() int64 {
 		last = max(last, c.lastInput)
 	}
 	return last + c.drainQuiet
+}
+
+// drainPingPayload tells the drain's flush ping from a keepalive ping.
+const drainPingPayload = "drain"
+
+// drainStep runs on the loop for a draining connection with nothing in
+// flight: it closes it with 1001 when the protocol allows (see DrainQuiet),
+// else sends the flush ping when due and says when to look again.
+func (c *conn) drainStep(now int64) (closed bool, next int64) {
+	due := c.drainDue()
+	if now < due {
+		return false, due
+	}
+	last := due - c.drainQuiet // the last message, answer or the drain's start
+	switch {
+	case c.drainPing <= last: // quiet, and no ping since: flush
+		var b [2 + len(drainPingPayload)]byte
+		c.send(frame.AppendPing(b[:0], []byte(drainPingPayload)))
+		c.drainPing, c.drainPong = now, 0
+		return false, now + int64(DrainPongWait)
+	case c.drainPong == 0:
+		if at := c.drainPing + int64(DrainPongWait); now < at {
+			return false, at
+		}
+	default:
+		if at := c.drainPong + int64(DrainAfterPong); now < at {
+			return false, at
+		}
+	}
+	if unread(c.gc.Fd()) {
+		// Bytes the loop has not read yet (it ran this first): they may
+		// be a request, to be answered before the 1001.
+		return false, now + int64(sweepEvery)
+	}
+	c.closeNow(ws.StatusGoingAway, "Going away")
+	return true, 0
 }
 
 // wakeBy makes the sweeper look at the connection by t at the latest

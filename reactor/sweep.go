@@ -67,15 +67,10 @@ func (c *conn) onDeadline() {
 	case session.Open:
 		drainDue := int64(0)
 		if c.draining.Load() && c.inflight.Load() <= 0 {
-			// The drain protocol (startDrain): 1001 once quiet.
-			if drainDue = c.drainDue(); now >= drainDue {
-				if !unread(c.gc.Fd()) {
-					c.closeNow(ws.StatusGoingAway, "Going away")
-					return
-				}
-				// Bytes the loop has not read yet (it ran this first):
-				// they may be a request, to be answered before the 1001.
-				drainDue = now + int64(sweepEvery)
+			// The drain protocol (startDrain): 1001 once quiet and flushed.
+			var closed bool
+			if closed, drainDue = c.drainStep(now); closed {
+				return
 			}
 		}
 		msgDue := int64(0)
