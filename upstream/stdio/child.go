@@ -135,11 +135,13 @@ func newChild(u *Upstream, r role, after <-chan struct{}) *child {
 
 // booting reports whether the child may still be starting: it has said
 // nothing yet (not even to the ping every child is sent at start), and was
-// created less than bootLimit ago. A booting child is no candidate for
-// new requests while a booted one exists, and while one boots the pool
-// does not grow (pickShared).
+// created less than bootLimit (or request_timeout, if shorter) ago. A
+// booting child is no candidate for new requests while a booted one
+// exists, and while one boots the pool does not grow (pickShared); a child
+// that takes longer (stuck, or stopped while it booted) no longer holds
+// the pool back: the requests queued on it would time out anyway.
 func (c *child) booting(now int64) bool {
-	return !c.spoke.Load() && now-c.born.Load() < int64(bootLimit)
+	return !c.spoke.Load() && now-c.born.Load() < int64(min(bootLimit, c.u.timeout))
 }
 
 // occupied reports whether the child has had requests in flight without a

@@ -320,6 +320,12 @@ func TestUnsentRequestRetried(t *testing.T) {
 	pooltest.Send(t, s, `{"jsonrpc":"2.0","id":"close","method":"closestdin"}`)
 	var r struct{ Result struct{ PID int } }
 	decodeInto(t, sink.WaitReply(t, wait, `"close"`), &r)
+	// It answers first, then closes its stdin: wait for the close, or x
+	// could still be written (and lost in the pipe).
+	waitFor(t, "the child's stdin closed", func() bool {
+		_, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", r.Result.PID))
+		return err != nil
+	})
 	waitFor(t, "a warm child booted", func() bool {
 		u.mu.Lock()
 		defer u.mu.Unlock()
