@@ -488,9 +488,13 @@ func TestWorkerKillAndHang(t *testing.T) {
 		g := wfGateway(t, 0)
 		c, peak, hit := wfRun(t, g, false, conns, rate, 16*time.Second, 3*time.Second, syscall.SIGSTOP)
 		c.report(t, peak)
-		// The requests that went to the hung workers in their first second
-		// of silence are answered -31504/-32603; the rest get results.
-		c.check(t, 0.5, -32603, -31504, -31503)
+		// The requests that went to the hung workers before they were
+		// given no more (1 s of silence with requests waiting; up to
+		// request_timeout for a worker stopped while it booted) are
+		// answered -31504/-32603; the rest get results. On a loaded
+		// machine a replacement may take seconds to boot: a third of the
+		// results is the floor.
+		c.check(t, 0.3, -32603, -31504, -31503)
 		checkReplaced(t, g, hit)
 		// The hung workers (until they are killed), and their
 		// replacements, as above.
