@@ -35,8 +35,10 @@ import (
 // call): whatever it gives back, it gives back on its own.
 //
 // The baseline is measured after a warm-up: one client has had a few
-// large echoes answered (code, pools and the TLS path are warm) and has
-// left, and the RSS has been steady for slowSettle.
+// large echoes answered (code, pools and the TLS path are warm), 20 more
+// have been cut as slow readers and left (the code of that path is paged
+// in, and the gateway has trimmed after them, slowTrimWait), and the RSS
+// has been steady for slowSettle: the median of its samples then.
 //
 // Smaller limits than the defaults keep it quick (the bound is what it is
 // relative to them): write_buffer_bytes 1 MiB, max_message_bytes 256 KiB.
@@ -57,7 +59,12 @@ const (
 	slowReturn   = 30 * time.Second // back near the baseline within this
 	slowBackTol  = 0.10             // of the baseline
 	slowSample   = 20 * time.Millisecond
+	slowWarm     = 20              // slow readers in the warm-up
+	slowTrimWait = 8 * time.Second // for the gateway to trim after them
 )
+
+// slowCut counts the connections closed as slow consumers.
+const slowCut = `gateway_messages_rejected_total{reason="slow_consumer"}`
 
 func TestSlowReaderRSS(t *testing.T) {
 	wsraw.ForTransports(t, wsraw.Transports(), false, testSlowReaderRSS)
@@ -85,7 +92,33 @@ func testSlowReaderRSS(t *testing.T, tr wsraw.Transport) {
 		}
 	}
 	warm.Close()
+	// ... and slowWarm slow readers cut and gone, so that the code of that
+	// path is paged in before the baseline as well (its text pages are RSS
+	// too), and what they leave is what the gateway leaves after a burst of
+	// closes (trimMemory), as after the test's own readers.
+	warmers := make([]*wsraw.Conn, slowWarm)
+	for i := range warmers {
+		warmers[i] = authed(t, g)
+		shrinkRcvBuf(t, warmers[i].C)
+	}
+	for i := 0; i < slowRounds && g.Metric(t, slowCut) < slowWarm; i++ {
+		for _, c := range warmers {
+			_ = c.C.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.C.Write(echo(100 + i))
+		}
+		settleAnswers(t, g)
+	}
+	if n := g.Metric(t, slowCut); n < slowWarm {
+		t.Fatalf("%v of the warm-up's %d slow readers cut after %d rounds", n, slowWarm, slowRounds)
+	}
+	for _, c := range warmers {
+		c.Close()
+	}
+	time.Sleep(slowTrimWait)
 	base := settledRSS(t, g)
+	if os.Getenv("SLOW_PPROF") != "" {
+		saveSmaps(t, g, tr.String()+"-base")
+	}
 	t.Logf("%s baseline after warm-up: %s", tr, heapStats(t, g))
 
 	// Sample the RSS from here on.
@@ -142,7 +175,7 @@ func testSlowReaderRSS(t *testing.T, tr wsraw.Transport) {
 	cut := 0.0
 	rounds := 0
 	for ; rounds < slowRounds; rounds++ {
-		if cut = g.Metric(t, `gateway_messages_rejected_total{reason="slow_consumer"}`); cut >= slowClients {
+		if cut = g.Metric(t, slowCut) - slowWarm; cut >= slowClients {
 			break
 		}
 		for _, c := range conns {
@@ -152,7 +185,7 @@ func testSlowReaderRSS(t *testing.T, tr wsraw.Transport) {
 		settleAnswers(t, g)
 	}
 	for end := time.Now().Add(10 * time.Second); cut < slowClients && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		cut = g.Metric(t, `gateway_messages_rejected_total{reason="slow_consumer"}`)
+		cut = g.Metric(t, slowCut) - slowWarm
 	}
 	t.Logf("%s: %d rounds in %v; %v of %d clients closed 1008 \"Slow consumer\"; %s",
 		tr, rounds, time.Since(began).Round(time.Millisecond), cut, slowClients, heapStats(t, g))
@@ -192,6 +225,10 @@ func testSlowReaderRSS(t *testing.T, tr wsraw.Transport) {
 	}
 	took := time.Since(left).Round(100 * time.Millisecond)
 	t.Logf("%s RSS after the clients left: %s after %v (limit %s); %s", tr, mib(now), took, mib(limit), heapStats(t, g))
+	if os.Getenv("SLOW_PPROF") != "" {
+		dumpHeap(t, g, tr.String()+"-after")
+		saveSmaps(t, g, tr.String()+"-after")
+	}
 	if now > limit {
 		t.Errorf("%s: RSS %s %v after the slow readers left, over the baseline %s + 10 %%", tr, mib(now), slowReturn, mib(base))
 	}
@@ -309,6 +346,17 @@ func dumpHeap(t *testing.T, g *wsraw.Gateway, name string) {
 		return
 	}
 	t.Logf("heap profile in %s", path)
+}
+
+// saveSmaps copies the gateway's /proc/PID/smaps (SLOW_PPROF runs only).
+func saveSmaps(t *testing.T, g *wsraw.Gateway, name string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", g.Pid()))
+	if err == nil {
+		err = os.WriteFile("/tmp/slowreader-"+name+".smaps", b, 0o644)
+	}
+	if err != nil {
+		t.Logf("smaps: %v", err)
+	}
 }
 
 func httpGet(url string) ([]byte, error) {

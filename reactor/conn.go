@@ -644,7 +644,7 @@ func (c *conn) Deliver(msg []byte) {
 	if len(msg) == 0 {
 		return // nothing left to send (see tooLarge)
 	}
-	if c.tc == nil && len(msg) >= offReply {
+	if c.tc != nil || len(msg) >= offReply {
 		if !c.pushFrame(msg, c.backlogCap()) {
 			c.refusedOut()
 			return
@@ -655,14 +655,6 @@ func (c *conn) Deliver(msg []byte) {
 	}
 	ob := outPool.Get().(*outBuf)
 	ob.b = frame.AppendText(ob.b[:0], msg)
-	if c.tc != nil {
-		// crypto/tls encrypts into records of its own; tlsOut queues them.
-		_, _ = c.tc.Write(ob.b)
-		ob.release()
-		c.sess.MsgsOut.Add(1)
-		c.srv.m.MessagesOut.Inc()
-		return
-	}
 	// Queued for the loop (outq.go), within write_buffer_bytes exactly:
 	// the check above may race with another worker's reply.
 	if !c.pushOut(ob.b, ob, c.backlogCap()) {

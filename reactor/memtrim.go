@@ -23,9 +23,9 @@ import (
 // more than 1 % of it opened or closed over two ticks: a wave of deadline
 // closes is churn too), or the bytes it held for clients (partial
 // messages, outbound backlogs) fell by trimMinFree from their peak - it
-// collects once, which shows what is really live; when that leaves at
-// least trimMinFree and a quarter of the live heap free, a second
-// collection (the pools' leftovers) and a scavenge give it back to the OS.
+// collects twice (the second for what the pools kept through the first),
+// which shows what is really live; when that leaves at least trimMinFree
+// and a quarter of the live heap free, a scavenge gives it back to the OS.
 // At most once per trimGap; while connections keep coming nothing is done,
 // and garbage from steady message traffic is left to the runtime's own
 // pacing: the hot path never pays for this.
@@ -75,10 +75,15 @@ func (s *Server) trimMemory(ctx context.Context) {
 			continue // a small heap: nothing worth a collection
 		}
 		lastTrim = time.Now()
-		runtime.GC() // what is live now, not at the last collection
+		// What is live now, not at the last collection: twice, since a
+		// sync.Pool keeps what it held through one collection (the
+		// upstream's message buffers held 20 MiB after the slow readers
+		// had gone, and one collection called them live).
+		runtime.GC()
+		runtime.GC()
 		metrics.Read(samples)
-		if trimWorthIt(samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()) {
-			dropFreeChunks()
+		dropFreeChunks()
+		if scavengeWorthIt(samples[0].Value.Uint64(), samples[2].Value.Uint64()) {
 			debug.FreeOSMemory()
 		}
 	}
@@ -90,6 +95,14 @@ func (s *Server) trimMemory(ctx context.Context) {
 func trimWorthIt(free, objects, live uint64) bool {
 	reclaim := free + objects - min(objects, live)
 	return reclaim >= trimMinFree && reclaim >= live/4
+}
+
+// scavengeWorthIt says whether, right after a collection, the free pages
+// are worth a scavenge: a MiB at least (what is left otherwise is within
+// what the runtime keeps anyway) and a quarter of the live heap (a large
+// heap is not collected once more for little).
+func scavengeWorthIt(free, live uint64) bool {
+	return free >= 1<<20 && free >= live/4
 }
 
 func allUint64(samples []metrics.Sample) bool {

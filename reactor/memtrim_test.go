@@ -28,6 +28,25 @@ func TestTrimWorthIt(t *testing.T) {
 	}
 }
 
+func TestScavengeWorthIt(t *testing.T) {
+	const mib = 1 << 20
+	cases := []struct {
+		free, live uint64
+		want       bool
+	}{
+		{0, 3 * mib, false},
+		{mib / 2, 3 * mib, false}, // under a MiB
+		{2 * mib, 3 * mib, true},  // a small idle gateway after a burst
+		{20 * mib, 400 * mib, false},
+		{120 * mib, 400 * mib, true},
+	}
+	for _, c := range cases {
+		if got := scavengeWorthIt(c.free, c.live); got != c.want {
+			t.Errorf("free %d live %d MiB: got %v", c.free/mib, c.live/mib, got)
+		}
+	}
+}
+
 // The metrics trimMemory reads exist in this Go (else it would stop trimming).
 func TestTrimMetricsExist(t *testing.T) {
 	samples := trimSamples()

@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,7 @@ import (
 const (
 	outChunk   = 64 << 10 // bytes per off-heap chunk
 	offReply   = 32 << 10 // a worker's reply this large is copied off the heap at once (pushFrame)
-	outFreeMax = 32       // chunks kept mapped for reuse, all connections together (trimMemory drops them)
+	outFreeMax = 16       // chunks kept mapped for reuse, all connections together (trimMemory drops them)
 	outIOV     = 64       // segments per writev
 )
 
@@ -60,7 +61,8 @@ type outSeg struct {
 // Its byte count is c.sess.OutPending, kept under mu.
 type outQueue struct {
 	mu        sync.Mutex
-	segs      []outSeg // FIFO: segs[head:]
+	tmu       sync.Mutex // TLS: a worker's cap check and its write (pushFrame)
+	segs      []outSeg   // FIFO: segs[head:]
 	head      int
 	scheduled bool // a flush task is queued on the loop
 	armed     bool // waiting for EPOLLOUT
@@ -68,6 +70,40 @@ type outQueue struct {
 	gone      bool // OnClose ran, or a write failed: nothing more is queued
 	tok       uint64
 	iov       [][]byte // writev scratch
+	task      atomic.Pointer[flushTask]
+}
+
+// flushTask is a connection's flushOut as a gnet.Runnable, made once, so
+// that a reply queued from a worker costs no closure.
+type flushTask struct{ c *conn }
+
+func (t *flushTask) Run(context.Context) error {
+	c := t.c
+	if c.dead.Load() {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if c.onPanic(r) == gnet.Close {
+				c.closeSocket()
+			}
+		}
+	}()
+	c.flushOut()
+	return nil
+}
+
+// scheduleFlush has the loop run flushOut (runOnLoop without its closure).
+func (c *conn) scheduleFlush() {
+	if c.dead.Load() {
+		return
+	}
+	t := c.out.task.Load()
+	if t == nil {
+		c.out.task.CompareAndSwap(nil, &flushTask{c: c})
+		t = c.out.task.Load()
+	}
+	_ = c.gc.EventLoop().Execute(context.Background(), t)
 }
 
 func (q *outQueue) empty() bool { return q.head == len(q.segs) }
@@ -134,7 +170,7 @@ func (c *conn) pushOut(b []byte, ob *outBuf, limit int64) bool {
 	q.scheduled = q.scheduled || schedule
 	q.mu.Unlock()
 	if schedule {
-		c.runOnLoop(c.flushOut)
+		c.scheduleFlush()
 	}
 	return true
 }
@@ -148,6 +184,26 @@ func (c *conn) pushFrame(msg []byte, limit int64) bool {
 	var h [frame.MaxHeaderSize]byte
 	hdr := frame.AppendTextHeader(h[:0], len(msg))
 	q := &c.out
+	if c.tc != nil {
+		// crypto/tls encrypts from where the bytes are; its records come
+		// back through tlsOut, which copies them off the heap. Checked and
+		// written under tmu, so that two workers' replies cannot both pass
+		// the cap before either is queued.
+		q.tmu.Lock()
+		defer q.tmu.Unlock()
+		if q.closed() || c.sess.OutPending.Load()+int64(len(hdr)+len(msg)) > limit {
+			return false
+		}
+		if len(msg) >= offReply {
+			_, _ = c.tc.WriteTwo(hdr, msg)
+			return true
+		}
+		ob := outPool.Get().(*outBuf) // one record for a small reply
+		ob.b = frame.AppendText(ob.b[:0], msg)
+		_, _ = c.tc.Write(ob.b)
+		ob.release()
+		return true
+	}
 	q.mu.Lock()
 	if q.gone || c.sess.OutPending.Load()+int64(len(hdr)+len(msg)) > limit {
 		q.mu.Unlock()
@@ -159,9 +215,27 @@ func (c *conn) pushFrame(msg []byte, limit int64) bool {
 	q.scheduled = q.scheduled || schedule
 	q.mu.Unlock()
 	if schedule {
-		c.runOnLoop(c.flushOut)
+		c.scheduleFlush()
 	}
 	return true
+}
+
+// pushCopy queues a copy of b, off the heap, from any goroutine (a TLS
+// record made off the loop), and has the loop flush it.
+func (c *conn) pushCopy(b []byte) {
+	q := &c.out
+	q.mu.Lock()
+	if q.gone {
+		q.mu.Unlock()
+		return
+	}
+	c.appendOffLocked(b)
+	schedule := !q.scheduled && !q.armed
+	q.scheduled = q.scheduled || schedule
+	q.mu.Unlock()
+	if schedule {
+		c.scheduleFlush()
+	}
 }
 
 // flushOut runs on the loop: write what is queued, as far as the socket
@@ -360,7 +434,7 @@ func (c *conn) armLocked() {
 	}
 	// No epoll (out of descriptors): poll instead.
 	q.armed = true
-	time.AfterFunc(sweepEvery/10, func() { c.runOnLoop(c.flushOut) })
+	time.AfterFunc(sweepEvery/10, func() { c.scheduleFlush() })
 }
 
 // waker runs the flush of a connection whose full socket has room again:
@@ -440,7 +514,7 @@ func (w *waker) run() {
 			c := w.conns[tok]
 			w.mu.Unlock()
 			if c != nil {
-				c.runOnLoop(c.flushOut)
+				c.scheduleFlush()
 			}
 		}
 	}

@@ -62,16 +62,17 @@ func (c *conn) backlog() int64 {
 	return int64(c.gc.OutboundBuffered()) + c.sess.OutPending.Load()
 }
 
-// tlsOut is the tlsconn out function: ciphertext records, in order. Records
-// made on the loop are written like send's bytes (lent); records made
-// elsewhere (workers, the handshake goroutine) are ours to keep and queue
-// for the loop to write. tlsconn never calls it twice at once.
+// tlsOut is the tlsconn out function: ciphertext records, in order, lent
+// for the call. Records made on the loop are written like send's bytes;
+// records made elsewhere (workers, the handshake goroutine) are copied to
+// the queue, off the heap, for the loop to write. tlsconn never calls it
+// twice at once.
 func (c *conn) tlsOut(b []byte, loop bool) {
 	if loop {
 		c.writeLoop(b)
 		return
 	}
-	c.pushOut(b, nil, 0)
+	c.pushCopy(b)
 }
 
 // Closing (why it takes three steps): an answer written and then lost is a

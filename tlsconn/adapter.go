@@ -170,10 +170,11 @@ func (r *rawConn) Read(p []byte) (int, error) {
 	}
 }
 
-// Write hands b to out. crypto/tls reuses its record buffer (outBufPool in
-// writeRecordLocked), so for writes from other goroutines, whose records out
-// queues, b is copied; the loop's records are lent as they are (loop true:
-// out must copy what it keeps), since they mostly go to the socket at once.
+// Write hands b to out, lent for the call: crypto/tls reuses its record
+// buffer (outBufPool in writeRecordLocked), so out copies what it keeps.
+// (It used to be copied here for writes from other goroutines: a fresh
+// heap buffer per record, 16 KiB each for large replies, which out then
+// copied again to hold it off the heap for a slow reader.)
 func (r *rawConn) Write(b []byte) (int, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -183,13 +184,7 @@ func (r *rawConn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	if r.loop {
-		r.out(b, true)
-		return len(b), nil
-	}
-	p := make([]byte, len(b))
-	copy(p, b)
-	r.out(p, false)
+	r.out(b, r.loop)
 	return len(b), nil
 }
 

@@ -69,8 +69,8 @@ func BenchmarkRead(b *testing.B) {
 }
 
 // BenchmarkWrite: one 64-byte record written from another goroutine
-// (Write: copied for out to queue) and from the loop (LoopWrite: lent to out,
-// which writes it to the socket at once).
+// (Write) and from the loop (LoopWrite); either way the record is lent to
+// out, which here copies the queued one and writes the loop's at once.
 func BenchmarkWrite(b *testing.B) {
 	for _, ver := range versions() {
 		for _, loop := range []bool{false, true} {

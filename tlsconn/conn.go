@@ -231,6 +231,28 @@ func (c *Conn) Read(p []byte) (int, error) {
 // it fails with ErrNotEstablished rather than waiting.
 func (c *Conn) Write(p []byte) (int, error) { return c.write(p, false) }
 
+// WriteTwo is Write of a then b, with no other write between them (a
+// frame header and a payload that stays where it is: no copy of a large
+// reply just to put its header in front).
+func (c *Conn) WriteTwo(a, b []byte) (int, error) {
+	switch c.st.Load() {
+	case stOpen:
+		c.omu.Lock()
+		defer c.omu.Unlock()
+		c.raw.loop = false
+		n, err := c.tc.Write(a)
+		if err != nil {
+			return n, err
+		}
+		m, err := c.tc.Write(b)
+		return n + m, err
+	case stFailed, stClosed:
+		return 0, net.ErrClosed
+	default:
+		return 0, ErrNotEstablished
+	}
+}
+
 // LoopWrite is Write for the connection's event loop: out is told so
 // (loop true), and may then write to the socket at once, where a queued
 // write would land after a close that follows it on the loop.

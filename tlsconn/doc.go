@@ -60,12 +60,12 @@
 //     nothing; on error close (a tls.RecordHeaderError whose Conn is set is a
 //     plaintext client: a 400 may be written raw before closing); on success
 //     Read until ErrWouldBlock, since the first request may already be in.
-//   - out(b, loop): must deliver in call order. gnet reorders Write against
-//     AsyncWrite, so when loop is true and no AsyncWrite of this connection
-//     is pending (count them: the callbacks run on the loop), gc.Write;
-//     otherwise AsyncWrite(b, cb). Close the socket only after the pending
-//     AsyncWrites ran (gc.Close queues behind them). Count pending bytes for
-//     the slow-reader cut, as for plaintext.
+//   - out(b, loop): must deliver in call order; b is lent for the call
+//     (copy what is queued). When loop is true and nothing of this
+//     connection is queued, the bytes may go to the socket at once;
+//     otherwise queue them for the loop. Close the socket only after the
+//     queue is written. Count queued bytes for the slow-reader cut, as for
+//     plaintext. (The reactor's queue is reactor/outq.go.)
 //   - Writes on the loop: c.LoopWrite(frame).
 //   - Writes from workers: c.Write(frame); the records go out through out.
 //   - Closing: c.CloseNotify() (optional), then close the socket; OnClose:

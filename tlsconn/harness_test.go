@@ -328,9 +328,7 @@ func newAsyncWriter(sock net.Conn) *asyncWriter {
 }
 
 func (w *asyncWriter) push(b []byte, loop bool) {
-	if loop {
-		b = append([]byte(nil), b...) // lent for the call only
-	}
+	b = append([]byte(nil), b...) // lent for the call only
 	w.mu.Lock()
 	if !w.done {
 		w.q = append(w.q, b)

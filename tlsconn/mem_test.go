@@ -38,10 +38,7 @@ type memSink struct{ p atomic.Pointer[memPipe] }
 
 func (s *memSink) out(b []byte, loop bool) {
 	if p := s.p.Load(); p != nil {
-		if loop {
-			b = append([]byte(nil), b...) // lent for the call only
-		}
-		p.deliver(b)
+		p.deliver(append([]byte(nil), b...)) // lent for the call only
 	}
 }
 

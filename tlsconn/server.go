@@ -115,10 +115,9 @@ func (s *Server) Stats() Stats {
 
 // NewConn starts a server-side TLS connection. out receives the ciphertext
 // to send, in order; it is called from the loop (LoopWrite, Read,
-// CloseNotify: loop true, and the slice is lent for the call only: copy what
-// is kept), from the handshake goroutine and from Write's callers (loop
-// false, the slice is out's to keep), never twice at once, and must not
-// block. onHandshake is called at most once with the outcome of the
+// CloseNotify: loop true) and from the handshake goroutine and Write's
+// callers (loop false), never twice at once, and must not block. The slice
+// is lent for the call only: out copies what it keeps. onHandshake is called at most once with the outcome of the
 // handshake, from a handshake goroutine or a timer, unless Feed returned
 // an error or Close came first.
 //
