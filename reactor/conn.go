@@ -868,16 +868,16 @@ func (c *conn) onPanic(r any) gnet.Action {
 // authenticated principal.
 func (c *conn) Subject() string { return c.sess.Subject }
 
-// Fail is the upstream.Sink side of closing: the loop runs it after the
-// AsyncWrites already queued (they have the higher priority), so replies
-// delivered before the failure reach the client first.
+// Fail is the upstream.Sink side of closing: replies delivered before the
+// failure are in the outbound queue already (Deliver queues them before it
+// returns, outq.go), so the close frame goes out after them.
 func (c *conn) Fail(code uint16, reason string) {
 	c.runOnLoop(func() { c.closeNow(ws.StatusCode(code), reason) })
 }
 
-// Buffers for outbound frames. Loop writes are copied by gnet when the socket
-// is full, and AsyncWrite buffers come back in its callback, so every buffer
-// returns to the pool at once.
+// Buffers for outbound frames written on the loop. What the socket does not
+// take is copied into the outbound queue (outq.go), so every buffer returns
+// to the pool at once.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func getBuf(n int) *[]byte {

@@ -307,6 +307,13 @@ func (q *outQueue) consumeLocked(c *conn, n int) {
 		s.release()
 		q.head++
 	}
+	if q.head >= 64 && q.head*2 >= len(q.segs) {
+		// A reader that never catches up: the written entries go, so the
+		// array does not grow for as long as the connection lives.
+		k := copy(q.segs, q.segs[q.head:])
+		clear(q.segs[k:])
+		q.segs, q.head = q.segs[:k], 0
+	}
 }
 
 func (s *outSeg) release() {

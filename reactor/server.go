@@ -6,7 +6,9 @@
 //
 // Nothing here blocks an event loop: token checks are memory-only, limiters
 // answer from memory, and upstream Send is a non-blocking queue push. Replies
-// come back from upstream goroutines through gnet's AsyncWrite. There is no
+// come back from upstream goroutines through each connection's outbound
+// queue (outq.go: written by the loop, held off the Go heap while the
+// socket is full, write_buffer_bytes at most). There is no
 // goroutine per connection; an idle connection holds its session record, its
 // frame reader state and gnet's connection object, nothing else.
 //
