@@ -124,21 +124,30 @@ func (l *Limiter) cameBack() {
 	l.upAt.Store(now)
 	l.setGauges()
 	from := l.outStart.Load()
+	l.writeBack(func(e *entry) bool {
+		if e.epoch != l.epoch.Load() {
+			e.epoch = l.epoch.Load()
+			l.seedEntry(e, from, now)
+		}
+		if e.own.Count(now, l.limit.N, l.window) == 0 {
+			return false
+		}
+		e.restore = true
+		e.restoreFrom = from
+		return true
+	})
+}
+
+// writeBack runs pick on every entry (under its shard's lock) and sends a
+// refill, in batches of maxBatch, for each entry pick chose that was not
+// already queued; what Redis going down again leaves unsent is released.
+func (l *Limiter) writeBack(pick func(e *entry) bool) {
 	var batch []*entry
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
 		for _, e := range s.m {
-			if e.epoch != l.epoch.Load() {
-				e.epoch = l.epoch.Load()
-				l.seedEntry(e, from, now)
-			}
-			if e.own.Count(now, l.limit.N, l.window) == 0 {
-				continue
-			}
-			e.restore = true
-			e.restoreFrom = from
-			if !e.queued {
+			if pick(e) && !e.queued {
 				e.queued = true
 				batch = append(batch, e)
 			}
@@ -163,28 +172,13 @@ func (l *Limiter) emptied() {
 	now := clock.Now()
 	l.log.Warn("redis lost its memory (restarted empty or flushed): writing this node's admissions of the last window back",
 		"window", l.limit.Window)
-	var batch []*entry
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		for _, e := range s.m {
-			if now < e.recUntil || e.own.Count(now, l.limit.N, l.window) == 0 {
-				continue
-			}
-			l.lostSubject(e, now, false)
-			if !e.queued {
-				e.queued = true
-				batch = append(batch, e)
-			}
+	l.writeBack(func(e *entry) bool {
+		if now < e.recUntil || e.own.Count(now, l.limit.N, l.window) == 0 {
+			return false
 		}
-		s.mu.Unlock()
-	}
-	for len(batch) > 0 && !l.down.Load() {
-		n := min(len(batch), maxBatch)
-		l.refill(batch[:n])
-		batch = batch[n:]
-	}
-	l.release(batch)
+		l.lostSubject(e, now, false)
+		return true
+	})
 }
 
 // lostSubject handles Redis having forgotten e's subject (the shard lock
