@@ -7,7 +7,7 @@ import (
 )
 
 // benchPair returns an established server Conn (no echo) and its client.
-func benchPair(b *testing.B, v uint16) (*Conn, *tls.Conn, *memPipe, *memSink) {
+func benchPair(b testing.TB, v uint16) (*Conn, *tls.Conn, *memPipe, *memSink) {
 	b.Helper()
 	ca := newCA(b)
 	srv, _, _ := newTestServer(b, ca, "1.2", Config{})

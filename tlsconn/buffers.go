@@ -110,3 +110,55 @@ func (c *Conn) reclaim() {
 		}
 	}
 }
+
+// feedDirect appends ciphertext of an established connection straight to
+// crypto/tls's record buffer (rawInput), on the loop, when the adapter
+// holds none that came before it. crypto/tls then finds whole records
+// where it looks first and never calls the adapter: one copy instead of
+// two, no adapter lock, and none of readFromUntil's allocations. It
+// reports false, and the adapter keeps the bytes as before, when the
+// fields are unknown or b does not fit the lent buffer: rawInput must not
+// grow a heap array per large read (the adapter's pooled 64 KiB buffers
+// serve those).
+func (c *Conn) feedDirect(b []byte) bool {
+	if !bufferFields.ok {
+		return false
+	}
+	c.lend()
+	raw, _, in := c.fields()
+	if raw.Available() < len(b) {
+		// Slide the unread bytes to the front, which crypto/tls does
+		// too, but never under decrypted bytes still to be served: they
+		// live in the same array.
+		pending := raw.Bytes()
+		if in.Len() > 0 || len(pending)+len(b) > raw.Cap() {
+			return false
+		}
+		raw.Reset()
+		arr := raw.AvailableBuffer()[:len(pending)]
+		copy(arr, pending)
+		*raw = *bytes.NewBuffer(arr)
+	}
+	raw.Write(b)
+	return true
+}
+
+// idle reports that a Read could only end in ErrWouldBlock: no decrypted
+// bytes left to serve and no ciphertext, in rawInput or in the adapter.
+// (A partial record still goes to crypto/tls, which judges its header at
+// once: a bad type or an oversized length fails there, not after the
+// bytes it claims have arrived.)
+func (c *Conn) idle() bool {
+	if !bufferFields.ok {
+		return false
+	}
+	raw, _, in := c.fields()
+	if in.Len() > 0 || raw.Len() > 0 {
+		return false
+	}
+	r := &c.raw
+	r.mu.Lock()
+	n := r.pendingLocked()
+	r.mu.Unlock()
+	return n == 0
+}

@@ -71,6 +71,10 @@ func (c *Conn) Feed(b []byte) error {
 		c.srv.failed.Add(1)
 		return ErrInputLimit
 	}
+	if st == stOpen && r.pendingLocked() == 0 && c.feedDirect(b) {
+		r.mu.Unlock()
+		return nil
+	}
 	r.appendLocked(b)
 	if st == stNew {
 		if !helloReady((*r.buf)[r.off:]) {
@@ -206,6 +210,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 	default:
 		return 0, ErrWouldBlock // calling tls.Conn.Read now would block on handshakeMutex
 	}
+	if c.idle() {
+		// Nothing crypto/tls could make progress with: asking it anyway
+		// costs its locks and two allocations (readFromUntil's
+		// atLeastReader) per socket read only to learn ErrWouldBlock.
+		c.reclaim()
+		return 0, ErrWouldBlock
+	}
 	c.lend()
 	// Read may write: a TLS 1.3 KeyUpdate is answered from inside it.
 	c.omu.Lock()
@@ -313,11 +324,17 @@ func (c *Conn) Close() {
 // called.
 func (c *Conn) Established() bool { return c.st.Load() == stOpen }
 
-// Buffered is the ciphertext fed but not yet consumed by crypto/tls.
+// Buffered is the ciphertext fed but not yet decrypted: still in the
+// adapter, or in crypto/tls's record buffer. Call it on the loop.
 func (c *Conn) Buffered() int {
 	c.raw.mu.Lock()
-	defer c.raw.mu.Unlock()
-	return c.raw.pendingLocked()
+	n := c.raw.pendingLocked()
+	c.raw.mu.Unlock()
+	if bufferFields.ok && c.st.Load() == stOpen {
+		raw, _, _ := c.fields()
+		n += raw.Len()
+	}
+	return n
 }
 
 // ConnectionState returns the negotiated parameters once established, and a

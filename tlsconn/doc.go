@@ -14,6 +14,13 @@
 // before the error. So the loop can call [Conn.Read] whenever ciphertext
 // arrives and decrypt whatever complete records there are.
 //
+// Once established, a small Feed skips the adapter: the bytes go straight
+// into crypto/tls's record buffer (buffers.go, the same fields the memory
+// trim reaches), where crypto/tls looks before it reads, and Read does not
+// ask crypto/tls at all when nothing is buffered. A small record then costs
+// one copy and no allocation (TestReadAllocs); larger feeds and anything
+// fed before the handshake completes still go through the adapter.
+//
 // The handshake cannot be driven that way: tls.Conn stores the first
 // handshake error in handshakeErr and returns it forever. It runs instead on
 // a goroutine of its own, reading from the same adapter in blocking mode. A
