@@ -28,7 +28,8 @@
 #   bench/scripts/tls.sh --quick    small counts (about 2 minutes), results
 #                                   in bench/results/tmp/ (not committed)
 #
-# Env: ROUNDS (3, quick 1), CLOSED_ROUNDS (closed-loop rounds, at most
+# Env: PARTS (which parts run: "idle storm calls", the default, or any of
+# them, e.g. PARTS=calls for the per-call verdicts alone), ROUNDS (3, quick 1), CLOSED_ROUNDS (closed-loop rounds, at most
 # ROUNDS: the first ones; default ROUNDS), RATE (open-loop calls/s, 20000, quick 2000), TAG (suffix of the results' name),
 # GATEWAY_REV (build the gateway from this commit, via git archive, instead
 # of the working tree; tlsref, the suite and the bench client always come
@@ -274,7 +275,10 @@ bench_run() {
 }
 
 # ---- idle: fresh servers, one at a time (as make bench's gateway-tls idle) ---
-for s in gateway-tls tlsref; do
+PARTS=${PARTS:-idle storm calls}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+meta parts "$PARTS"
+has idle && for s in gateway-tls tlsref; do
 	say "$s: idle, $IDLE_N connections held $IDLE_HOLD"
 	start_server "$s" || continue
 	bench_run "$s" idle --mode idle --conns "$IDLE_N" --duration "$IDLE_HOLD"
@@ -317,13 +321,14 @@ rotate() { # the servers in the order of round $1
 }
 for r in $(seq 1 "$ROUNDS"); do
 	rotate "$r"
-	for s in "${order[@]}"; do
+	has storm && for s in "${order[@]}"; do
 		say "$s: storm, $STORM_N connects, round $r of $ROUNDS"
 		bench_run "$s" "connect-r$r" --mode connect --conns "$STORM_N"
 	done
 	# Steady state: the same load on every server (open loop, RATE calls/s:
 	# the CPU per call is compared at equal work), then each server's
 	# capacity (closed loop, one call in flight per connection).
+	has calls || continue
 	for sc in small large; do
 		n=$CALL_SMALL
 		[ $sc = large ] && n=$CALL_LARGE
