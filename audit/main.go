@@ -39,7 +39,7 @@ type Options struct {
 func Main(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.Usage = func() {} // --help prints it to stdout below; errors name the flag
 	var opt Options
 	var asJSON bool
 	var caFile string
@@ -56,6 +56,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	for {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, usage)
+				fs.SetOutput(stdout)
+				fs.PrintDefaults()
 				return 0
 			}
 			return 2

@@ -45,7 +45,7 @@ type usageError struct{ error }
 // 0 ok, 1 runtime failure or interrupted (the report is still written), 2
 // usage error.
 func Main(args []string, stdout, stderr io.Writer) int {
-	o, err := parseOptions(args, stderr)
+	o, err := parseOptions(args, stdout) // -h: the usage, on stdout
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

@@ -91,7 +91,8 @@ flags:
 `
 
 // parseOptions parses the command line. It returns flag.ErrHelp for -h.
-func parseOptions(args []string, stderr io.Writer) (*Options, error) {
+// The usage goes to help.
+func parseOptions(args []string, help io.Writer) (*Options, error) {
 	o := &Options{}
 	fs := flag.NewFlagSet("gateway bench", flag.ContinueOnError)
 	// Errors are printed once by Main; the full flag list only for -h.
@@ -131,8 +132,8 @@ func parseOptions(args []string, stderr io.Writer) (*Options, error) {
 	fs.BoolVar(&o.worker, "worker", false, "internal: run as a worker process (JSON on stdin/stdout)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usageHead)
-			fs.SetOutput(stderr)
+			fmt.Fprint(help, usageHead)
+			fs.SetOutput(help)
 			fs.PrintDefaults()
 		}
 		return nil, err

@@ -63,11 +63,18 @@ func EnvNames() []string {
 	return names
 }
 
+// OtherEnv are the GATEWAY_* variables that are not settings: the fault
+// injection switch (fault package) and the load generator's own.
+var OtherEnv = []string{"GATEWAY_FAULT", "GATEWAY_BENCH_TOKEN", "GATEWAY_BENCH_ENGINE", "GATEWAY_BENCH_WORKER"}
+
 // UnknownEnv returns the GATEWAY_* variables in environ (as from os.Environ)
 // that name no setting. ApplyEnv ignores them; a caller may warn about them
 // (a typo in a variable name otherwise goes unnoticed).
 func UnknownEnv(environ []string) []string {
 	known := map[string]bool{}
+	for _, v := range OtherEnv {
+		known[v] = true
+	}
 	for _, s := range envSettings {
 		known[s.env] = true
 	}
@@ -106,6 +113,10 @@ func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
 		if err := setFromString(root.FieldByIndex(s.index), raw); err != nil {
 			return &Error{Source: s.env, Setting: s.path, Msg: err.Error()}
 		}
+		if c.envSet == nil {
+			c.envSet = map[string]string{}
+		}
+		c.envSet[s.path] = s.env
 	}
 	if c.defaultRoute && c.Path != oldPath && len(c.Routes) == 1 {
 		c.Routes[0].Path = c.Path

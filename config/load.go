@@ -46,9 +46,53 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, c.locate(path, err)
 	}
 	return c, nil
+}
+
+// locate points Validate's errors at their source: the GATEWAY_* variable
+// that set the setting, or the file and the line of its key (or of the
+// nearest enclosing key the file gave: "upstreams[0]" for
+// "upstreams[0].command" left at its default).
+func (c *Config) locate(path string, err error) error {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	for _, e := range list {
+		ce, ok := e.(*Error)
+		if !ok || ce.Source != "" || ce.Setting == "" {
+			continue
+		}
+		if env, ok := c.envSet[ce.Setting]; ok {
+			ce.Source = env
+			continue
+		}
+		for p := ce.Setting; p != ""; p = parentPath(p) {
+			if line, ok := c.keyLines[p]; ok {
+				ce.Source, ce.Line = path, line
+				break
+			}
+		}
+	}
+	return err
+}
+
+// parentPath is the enclosing setting of p: "a.b[2].c" -> "a.b[2]" ->
+// "a.b" -> "a" -> "".
+func parentPath(p string) string {
+	if strings.HasSuffix(p, "]") {
+		if i := strings.LastIndexByte(p, '['); i > 0 {
+			return p[:i]
+		}
+	}
+	if i := strings.LastIndexByte(p, '.'); i > 0 {
+		return p[:i]
+	}
+	return ""
 }
 
 // Parse decodes YAML data strictly over Default. name is the file name used in
@@ -79,7 +123,7 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, &Error{Source: name, Line: doc.Line, Msg: "the configuration must be a mapping of settings (key: value)"}
 	}
 
-	w := walker{lines: map[int][]lineEntry{}}
+	w := walker{lines: map[int][]lineEntry{}, keys: map[string]int{}}
 	w.walk(doc, reflect.TypeOf(Config{}), "")
 	if len(w.errs) > 0 {
 		// Unknown or repeated keys: report them without the strict decode,
@@ -90,6 +134,7 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, joinSorted(name, []error{convertErrors(name, err, &w)})
 	}
 
+	c.keyLines = w.keys
 	given := map[string]bool{}
 	for i := 0; i+1 < len(doc.Content); i += 2 {
 		if doc.Content[i+1].ShortTag() != "!!null" {
@@ -149,6 +194,13 @@ type lineEntry struct {
 type walker struct {
 	errs  []error
 	lines map[int][]lineEntry
+	keys  map[string]int // setting path -> line of its key (or list item)
+}
+
+func (w *walker) key(path string, line int) {
+	if _, ok := w.keys[path]; !ok {
+		w.keys[path] = line
+	}
 }
 
 func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
@@ -186,6 +238,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		}
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
+			w.key(p, item.Line)
 			w.lines[item.Line] = append(w.lines[item.Line], lineEntry{p, item.Value})
 			w.walk(item, t.Elem(), p)
 		}
@@ -226,6 +279,7 @@ func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, path string) {
 			continue
 		}
 		seen[k.Value] = k.Line
+		w.key(p, k.Line)
 		w.lines[v.Line] = append(w.lines[v.Line], lineEntry{p, v.Value})
 		w.walk(v, f.Type, p)
 	}
@@ -258,6 +312,7 @@ func (w *walker) walkMap(n *yaml.Node, t reflect.Type, path string) {
 			continue
 		}
 		seen[k.Value] = k.Line
+		w.key(p, k.Line)
 		w.lines[v.Line] = append(w.lines[v.Line], lineEntry{p, v.Value})
 	}
 }

@@ -236,3 +236,54 @@ func TestLoadRefusals(t *testing.T) {
 		t.Errorf("unknown key through Load: %v", err)
 	}
 }
+
+// TestSemanticErrorLines: an error found by Validate (not by the YAML
+// decoder) names the file and the line of the key it concerns, or the
+// GATEWAY_* variable that set the value; a setting the file did not give
+// points at the nearest key it did.
+func TestSemanticErrorLines(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("t1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "gateway.yaml")
+	yaml := "listen: \"127.0.0.1:0\"\n" + // 1
+		"auth:\n" + // 2
+		"  static_tokens_file: tokens\n" + // 3
+		"limits:\n" + // 4
+		"  max_message_bytes: 1024\n" + // 5
+		"  max_preauth_message_bytes: 4096\n" + // 6
+		"  ipv6_prefix: 200\n" + // 7
+		"tls:\n" + // 8
+		"  min_version: \"1.1\"\n" // 9
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file)
+	if err == nil {
+		t.Fatal("Load accepted an invalid file")
+	}
+	for _, want := range []string{
+		file + ": line 6: limits.max_preauth_message_bytes: ",
+		file + ": line 7: limits.ipv6_prefix: ",
+		file + ": line 9: tls.min_version: ",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+
+	t.Setenv("GATEWAY_LIMITS_IPV6_PREFIX", "300")
+	_, err = Load(file)
+	if err == nil || !strings.Contains(err.Error(), "GATEWAY_LIMITS_IPV6_PREFIX: limits.ipv6_prefix: ") {
+		t.Errorf("a value from the environment is not blamed on it: %v", err)
+	}
+
+	if p := parentPath("upstreams[0].command[2]"); p != "upstreams[0].command" {
+		t.Errorf("parentPath = %q", p)
+	}
+	if p := parentPath(parentPath("upstreams[0].command")); p != "upstreams" {
+		t.Errorf("parentPath twice = %q", p)
+	}
+}

@@ -30,6 +30,12 @@ type Config struct {
 	// defaultRoute is true while Routes is the implicit route of Path to the
 	// first upstream (the file set no routes); ApplyEnv keeps it on Path.
 	defaultRoute bool
+	// keyLines maps each setting the file gave (its YAML path, as Error's
+	// Setting) to the line of its key, so that Load can point a semantic
+	// error at the line it concerns; envSet holds the settings a GATEWAY_*
+	// variable replaced (the file's line no longer says where they came from).
+	keyLines map[string]int
+	envSet   map[string]string
 }
 
 // Listeners is one address or a list of addresses ("host:port").

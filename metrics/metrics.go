@@ -53,7 +53,9 @@ type Metrics struct {
 	// BufferedBytes is the memory reserved for partially received messages
 	// (limits.max_buffered_bytes).
 	BufferedBytes prometheus.Gauge
-	closeByCode   [1100]atomic.Pointer[counterBox]
+
+	buildInfo   *prometheus.GaugeVec // version, revision, goversion: always 1
+	closeByCode [1100]atomic.Pointer[counterBox]
 }
 
 // New registers every collector on a fresh registry, with the Go runtime and
@@ -106,6 +108,10 @@ func New() *Metrics {
 		BufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_buffered_bytes", Help: "Bytes reserved for partially received messages (limits.max_buffered_bytes)."}),
 	}
+	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gateway_build_info", Help: "1, labelled with the binary's version, source revision and Go version (SPEC 12)."},
+		[]string{"version", "revision", "goversion"})
+	r.MustRegister(m.buildInfo)
 	r.MustRegister(m.ConnectionsOpen, m.PendingAuth, m.Handshakes, m.Closes, m.AuthFailures,
 		m.Rejected, m.RateLimit, m.MessagesIn, m.MessagesOut, m.UpstreamRequests, m.UpstreamErrors,
 		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors, m.RedisUp, m.RedisFallback,
@@ -162,4 +168,10 @@ func CloseLabel(code int) string {
 		return strconv.Itoa(code)
 	}
 	return "other"
+}
+
+// SetBuildInfo sets gateway_build_info's one series.
+func (m *Metrics) SetBuildInfo(version, revision, goversion string) {
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(version, revision, goversion).Set(1)
 }

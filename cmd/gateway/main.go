@@ -5,6 +5,9 @@
 //	gateway token -c FILE --sub NAME [--ttl 1h]  mint an HS256 JWT from the configured secret
 //	gateway audit URL [--token T] [--json]       grade any MCP WebSocket endpoint's security
 //	gateway bench [flags]                        the load generator
+//	gateway version                              version, revision, Go version
+//
+// Every command takes --help (its usage on stdout, exit 0).
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 package main
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mcpgate/gateway/audit"
@@ -29,6 +33,8 @@ const usage = `usage:
   gateway token -c FILE --sub NAME [--ttl 1h]
   gateway audit URL [--token T] [--origin O] [--json]
   gateway bench [flags]      (gateway bench -h)
+  gateway version
+Each command takes --help.
 `
 
 // exitError carries an exit code up to main.
@@ -64,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return audit.Main(args[1:], stdout, stderr)
 	case "bench":
 		return bench.Main(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		err = cmdVersion(args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -95,9 +103,27 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// commandUsage is each command's first usage line.
+var commandUsage = map[string]string{
+	"serve":   "gateway serve [-c FILE] [-log-format text|json] [-log-level info]\n\nRuns the gateway; without -c, on the embedded default (loopback, the builtin demo server, a token printed once).\nSIGTERM or SIGINT drains it (drain_timeout).",
+	"check":   "gateway check -c FILE\n\nValidates a config file and the files it names, and prints the effective config with secrets redacted.\nExit 2 on any error, including a GATEWAY_* variable that names no setting.",
+	"token":   "gateway token -c FILE --sub NAME [--ttl 1h]\n\nMints an HS256 JWT with the config's auth.jwt secret, issuer and audience.",
+	"version": "gateway version\n\nPrints the version, the source revision and the Go version.",
+}
+
+// parseFlags parses a command's flags. --help prints the command's usage
+// and flags to stdout and ends it with exit 0 (flag.ErrHelp).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: %s\n", commandUsage[fs.Name()])
+			has := false
+			fs.VisitAll(func(*flag.Flag) { has = true })
+			if has {
+				fmt.Fprintln(stdout, "\nflags:")
+				fs.SetOutput(stdout)
+				fs.PrintDefaults()
+			}
 			return err
 		}
 		return usageErr("%s: %v", fs.Name(), err)
@@ -120,7 +146,7 @@ func loadConfig(path string) (*config.Config, error) {
 func cmdCheck(args []string, stdout io.Writer) error {
 	fs := newFlags("check")
 	path := fs.String("c", "", "config file")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *path == "" {
@@ -129,6 +155,12 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
+	}
+	if unknown := config.UnknownEnv(os.Environ()); len(unknown) > 0 {
+		// serve only warns (a stray variable must not stop a restart);
+		// check is where a typo is caught before it matters.
+		return &exitError{2, fmt.Errorf("check: %s: no such setting (a variable is GATEWAY_ and the setting's YAML path, upper-cased, '_' for '.': GATEWAY_LIMITS_MAX_MESSAGE_BYTES)",
+			strings.Join(unknown, ", "))}
 	}
 	// Loading the credentials proves the files are usable, not just present.
 	if _, err := auth.New(cfg.Auth); err != nil {
@@ -143,7 +175,7 @@ func cmdToken(args []string, stdout io.Writer) error {
 	path := fs.String("c", "", "config file")
 	sub := fs.String("sub", "", "subject (principal) the token names")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *path == "" || *sub == "" {

@@ -35,7 +35,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	path := fs.String("c", "", "config file (default: the embedded default)")
 	logFormat := fs.String("log-format", "", "text or json (overrides log.format)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	var (
@@ -83,7 +83,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
+	for _, v := range config.UnknownEnv(os.Environ()) {
+		log.Warn("environment variable names no setting; ignored (gateway check refuses it)", "variable", v)
+	}
 	m := metrics.New()
+	bi := readBuildInfo()
+	m.SetBuildInfo(bi.Version, bi.Revision, bi.GoVersion)
+	log.Info("starting", "version", bi.Version, "revision", bi.Revision, "go", bi.GoVersion)
 	// The descriptor budget (SPEC 10): every descriptor the process opens
 	// counts against the open-file limit, so that accept() never meets
 	// EMFILE (gnet would stop for good) and clients are refused with 503

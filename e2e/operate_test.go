@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBuildInfoAndUnknownEnv (SPEC 12): a running gateway exports
+// gateway_build_info{version,revision,goversion} 1, and a GATEWAY_*
+// variable that names no setting is warned about at start (by name) while
+// the gateway serves on.
+func TestBuildInfoAndUnknownEnv(t *testing.T) {
+	g := startGatewayCmd(t, func(bin string, args []string) (string, []string) {
+		return "env", append([]string{"GATEWAY_LIMTS_MAX_MESSAGE_BYTES=1", bin}, args...)
+	})
+	resp, err := http.Get("http://" + g.Admin + "/metrics")
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	re := regexp.MustCompile(`(?m)^gateway_build_info\{goversion="go[^"]+",revision="[^"]+",version="[^"]+"\} 1$`)
+	if !re.Match(body) {
+		t.Errorf("no gateway_build_info series in /metrics:\n%s", grepLines(string(body), "build_info"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(g.Logs(), "GATEWAY_LIMTS_MAX_MESSAGE_BYTES") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning naming the misspelt variable; logs:\n%s", g.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := g.DialAuthed(aliceToken)
+	must(t, err)
+	c.Close()
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
