@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,4 +47,40 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestLogsAllThroughSlog (SPEC 12): with -log-format json every line the
+// process writes, on stdout or stderr, from start to drain and exit, is
+// one JSON object: gnet's own lines come through slog too (component
+// "gnet"), not in its zap format.
+func TestLogsAllThroughSlog(t *testing.T) {
+	g := startGatewayCmd(t, func(bin string, args []string) (string, []string) {
+		return bin, append(args, "-log-format", "json", "-log-level", "debug")
+	})
+	c, err := g.DialAuthed(aliceToken)
+	must(t, err)
+	c.Close()
+	must(t, g.Signal(syscall.SIGTERM))
+	select {
+	case <-g.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not exit after SIGTERM")
+	}
+	gnet := 0
+	for _, line := range strings.Split(g.Logs(), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("a line that is not a JSON log record: %q", line)
+			continue
+		}
+		if rec["component"] == "gnet" {
+			gnet++
+		}
+	}
+	if gnet == 0 {
+		t.Errorf("no gnet line came through slog at debug level; logs:\n%s", g.Logs())
+	}
 }

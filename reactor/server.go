@@ -231,6 +231,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLoadBalancing(gnet.LeastConnections),
 		gnet.WithLogLevel(logging.ErrorLevel),
+		gnet.WithLogger(gnetLog{s.opt.Log}),
 		gnet.WithTCPKeepAlive(0),
 		gnet.WithReuseAddr(true), // restart while old sockets sit in TIME_WAIT
 		gnet.WithReusePort(s.opt.Config.ReusePort),
