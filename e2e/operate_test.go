@@ -67,6 +67,8 @@ func TestLogsAllThroughSlog(t *testing.T) {
 		t.Fatal("gateway did not exit after SIGTERM")
 	}
 	gnet := 0
+	opened, closed := map[string]bool{}, map[string]bool{}
+	hex16 := regexp.MustCompile(`^[0-9a-f]{16}$`)
 	for _, line := range strings.Split(g.Logs(), "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
@@ -79,6 +81,26 @@ func TestLogsAllThroughSlog(t *testing.T) {
 		if rec["component"] == "gnet" {
 			gnet++
 		}
+		// One session id format (SPEC 12): the open and the close line
+		// name the connection as auth_ok does, 16 hex digits.
+		if id, _ := rec["session"].(string); rec["msg"] == "conn open" || rec["msg"] == "conn close" {
+			if !hex16.MatchString(id) {
+				t.Errorf("%s line with session %v, want 16 hex digits: %s", rec["msg"], rec["session"], line)
+			}
+			if rec["msg"] == "conn open" {
+				opened[id] = true
+			} else {
+				closed[id] = true
+			}
+		}
+	}
+	for id := range opened {
+		if !closed[id] {
+			t.Errorf("session %s opened and never closed in the log", id)
+		}
+	}
+	if len(opened) == 0 {
+		t.Errorf("no conn open line; logs:\n%s", g.Logs())
 	}
 	if gnet == 0 {
 		t.Errorf("no gnet line came through slog at debug level; logs:\n%s", g.Logs())

@@ -613,6 +613,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		}
 	}
 	attrs := []any{
+		"session", c.sess.ID(),
 		"remote", c.sess.Remote.String(),
 		"duration_ms", clock.Since(c.sess.Opened).Milliseconds(),
 		"state", c.sess.State.String(),

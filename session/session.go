@@ -9,6 +9,7 @@
 package session
 
 import (
+	"log/slog"
 	"net/netip"
 	"sync/atomic"
 
@@ -42,6 +43,15 @@ func (s State) String() string {
 // the high 32, so that an ID kept by a worker never finds a later connection
 // that reused the slot.
 type ID uint64
+
+// String is the ID as the client sees it in auth_ok: 16 hex digits. Logs
+// (open, close, refusals), the admin API and the audit log print it the
+// same way, so that one grep joins them.
+func (id ID) String() string { return string(appendHex(make([]byte, 0, 16), uint64(id))) }
+
+// LogValue makes slog print the ID as String does (its JSON handler would
+// print the number).
+func (id ID) LogValue() slog.Value { return slog.StringValue(id.String()) }
 
 func (id ID) slot() uint32 { return uint32(id) }
 func (id ID) gen() uint32  { return uint32(id >> 32) }

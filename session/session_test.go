@@ -1,6 +1,9 @@
 package session
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"unsafe"
@@ -158,5 +161,24 @@ func BenchmarkTableGet(b *testing.B) {
 			b.Fatal("miss")
 		}
 		i++
+	}
+}
+
+// TestIDFormat: the ID prints as auth_ok shows it, in fmt and in slog's
+// JSON and text output alike.
+func TestIDFormat(t *testing.T) {
+	id := ID(0x0000_0002_0000_00ab)
+	want := "00000002000000ab"
+	if got := id.String(); got != want {
+		t.Fatalf("String = %q, want %q", got, want)
+	}
+	if ok := string(AppendAuthOK(nil, id)); !strings.Contains(ok, `"session":"`+want+`"`) {
+		t.Fatalf("auth_ok %s does not carry %s", ok, want)
+	}
+	var jb, tb bytes.Buffer
+	slog.New(slog.NewJSONHandler(&jb, nil)).Info("x", "session", id)
+	slog.New(slog.NewTextHandler(&tb, nil)).Info("x", "session", id)
+	if !strings.Contains(jb.String(), `"session":"`+want+`"`) || !strings.Contains(tb.String(), "session="+want) {
+		t.Fatalf("slog prints %q and %q", jb.String(), tb.String())
 	}
 }
