@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -105,4 +106,64 @@ func TestLogsAllThroughSlog(t *testing.T) {
 	if gnet == 0 {
 		t.Errorf("no gnet line came through slog at debug level; logs:\n%s", g.Logs())
 	}
+}
+
+// TestRefusalReasonsLogged (SPEC 12): every refused request's close line
+// says why, by a fixed phrase (never token bytes), next to its status.
+func TestRefusalReasonsLogged(t *testing.T) {
+	g := startGatewayCmd(t, func(bin string, args []string) (string, []string) {
+		return bin, append(args, "-log-format", "json")
+	})
+	cases := []struct {
+		path   string
+		extra  []string
+		status int
+		reason string
+	}{
+		{"/nowhere", nil, 404, "no route for the path"},
+		{"/mcp", []string{"Origin: https://evil.example"}, 403, "origin not allowed"},
+		{"/mcp", []string{"Origin: https://app.example.com", "Origin: https://app.example.com"}, 403, "more than one Origin"},
+		{"/mcp", []string{"Authorization: Bearer wrong-token-secret"}, 401, "bearer: "},
+	}
+	for _, tc := range cases {
+		r := g.raw(t, tc.path, tc.extra...)
+		if r.resp.StatusCode != tc.status {
+			t.Fatalf("%s %v: got %s, want %d", tc.path, tc.extra, r.resp.Status, tc.status)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var missing []string
+		logs := g.Logs()
+		for _, tc := range cases {
+			if !hasCloseLine(logs, tc.status, tc.reason) {
+				missing = append(missing, fmt.Sprintf("%d %q", tc.status, tc.reason))
+			}
+		}
+		if len(missing) == 0 {
+			if strings.Contains(logs, "wrong-token-secret") {
+				t.Fatal("a refused token reached the log")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("close lines without their refusal reason: %v\n%s", missing, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasCloseLine(logs string, status int, reason string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "conn close" {
+			continue
+		}
+		st, _ := rec["http_status"].(float64)
+		why, _ := rec["refusal"].(string)
+		if int(st) == status && strings.HasPrefix(why, reason) {
+			return true
+		}
+	}
+	return false
 }

@@ -56,6 +56,7 @@ type conn struct {
 	closeCode     uint16
 	status        int16 // HTTP status answered to the upgrade (101 on success)
 	reject        int16 // status decided at accept time, sent once the request is in
+	refusal       string // why a request was refused (a constant: no secret, no client bytes), for the close line
 	retryAfter    int16
 	counted       bool  // holds a per-IP slot
 	pending       bool  // counted in pending-auth (until authenticated or closed)

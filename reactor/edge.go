@@ -18,6 +18,7 @@ func (c *conn) proxyHeader(now int64) (act gnet.Action, ok bool) {
 		// someone trying to choose their own address.
 		if s.opt.ProxyProtocol && edge.HasSignature(raw) {
 			c.status = -4
+			c.refusal = "PROXY header from an untrusted peer"
 			s.m.Handshakes.WithLabelValues("untrusted_proxy").Inc()
 			s.log.Warn("PROXY header from an untrusted peer refused", "remote", c.sess.Remote.String())
 			return gnet.Close, false
@@ -27,6 +28,7 @@ func (c *conn) proxyHeader(now int64) (act gnet.Action, ok bool) {
 	src, n, err := edge.ParseProxyHeader(raw)
 	if err != nil {
 		c.status = -4
+		c.refusal = "bad PROXY header"
 		s.m.Handshakes.WithLabelValues("bad_proxy").Inc()
 		return gnet.Close, false
 	}

@@ -402,6 +402,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	gc.SetContext(c)
 	if s.opt.PlaintextOnlyTrusted && !s.trusted(c.sess.Remote) {
 		c.status = -3 // plaintext refused to an untrusted peer: no bytes at all
+		c.refusal = "plaintext from an untrusted peer"
 		s.m.Handshakes.WithLabelValues("untrusted").Inc()
 		return nil, gnet.Close
 	}
@@ -424,6 +425,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		// close. A plaintext one gets its 503 at once, which a reset may
 		// lose if its request arrives after the close.
 		c.status = 503
+		c.refusal = "over max_connections and its margin"
 		s.m.Handshakes.WithLabelValues("503").Inc()
 		if c.tc == nil {
 			return httpStatus(503, 1), gnet.Close
@@ -451,6 +453,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		// request arrived, it could be reset away by it (behind HAProxy,
 		// whose PROXY header is unread, it was: the client saw EOF).
 		c.reject, c.retryAfter = 503, 1
+		c.refusal = "over max_connections"
+		if s.draining.Load() {
+			c.refusal = "draining"
+		}
 	}
 	s.table.Add(&c.sess)
 	dl := now + s.lim.handshake
@@ -481,11 +487,14 @@ func (s *Server) admit(c *conn, now int64) {
 	switch {
 	case s.lim.perIP > 0 && int64(perIP) > s.lim.perIP:
 		c.reject, c.retryAfter = 503, 1
+		c.refusal = "over max_connections_per_ip"
 	case s.lim.maxPending > 0 && s.pending.Load() > s.lim.maxPending:
 		c.reject, c.retryAfter = 503, 1
+		c.refusal = "over max_pending_auth"
 	default:
 		if ok, retry := s.ipRate.AllowAt(key, now); !ok {
 			c.reject, c.retryAfter = 429, int16((retry+time.Second-1)/time.Second)
+			c.refusal = "handshake rate per IP"
 		}
 	}
 	if c.reject != 0 {
@@ -623,6 +632,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	if c.status != 0 {
 		attrs = append(attrs, "http_status", c.status)
+	}
+	if c.refusal != "" {
+		attrs = append(attrs, "refusal", c.refusal)
 	}
 	if code != 0 {
 		attrs = append(attrs, "close_code", code, "close_reason", c.closeReason, "by", c.closedBy)

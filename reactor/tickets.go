@@ -104,6 +104,7 @@ func (c *conn) consumeTicket(ticket string) gnet.Action {
 		c.resume()
 	})
 	if !ok {
+		c.refusal = "ticket lookup: too many off-loop steps"
 		return c.refuse(503, 1)
 	}
 	return gnet.None
@@ -115,12 +116,14 @@ func (c *conn) serveTickets(head []byte) gnet.Action {
 	s := c.srv
 	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 	if err != nil {
+		c.refusal = "tickets: bad request"
 		return c.refuse(400, 0)
 	}
 	origin := req.Header.Get("Origin")
 	cors := ""
 	if origin != "" {
 		if _, ok := s.origins[strings.ToLower(origin)]; !ok {
+			c.refusal = "tickets: origin not allowed"
 			return c.refuse(403, 0)
 		}
 		cors = "Access-Control-Allow-Origin: " + origin + "\r\nVary: Origin\r\n"
@@ -134,15 +137,18 @@ func (c *conn) serveTickets(head []byte) gnet.Action {
 		return c.respond(405, "Allow: POST, OPTIONS\r\n", "")
 	}
 	if req.ContentLength > 0 {
+		c.refusal = "tickets: request with a body"
 		return c.refuse(400, 0) // no body is expected, and none is read
 	}
 	authz := req.Header.Get("Authorization")
 	if len(authz) < 8 || !strings.EqualFold(authz[:7], "Bearer ") {
+		c.refusal = "tickets: no bearer token"
 		return c.respond(401, cors+"WWW-Authenticate: Bearer\r\n", "")
 	}
 	p, err := s.opt.Verifier.Verify(strings.TrimSpace(authz[7:]))
 	if err != nil {
 		s.m.AuthFailures.WithLabelValues(auth.Reason(err)).Inc()
+		c.refusal = bearerRefusal(auth.Reason(err))
 		return c.respond(401, cors+"WWW-Authenticate: Bearer\r\n", "")
 	}
 	var ticket string
@@ -152,6 +158,7 @@ func (c *conn) serveTickets(head []byte) gnet.Action {
 	}, func() {
 		if issueErr != nil {
 			s.log.Warn("ticket store unavailable", "error", issueErr.Error())
+			c.refusal = "ticket store unavailable"
 			c.respond(503, cors+"Retry-After: 1\r\n", "")
 		} else {
 			body := fmt.Sprintf(`{"ticket":%q,"expires_in":%d}`, ticket, int(s.ticketTTL/time.Second))
@@ -160,6 +167,7 @@ func (c *conn) serveTickets(head []byte) gnet.Action {
 		c.closeSocket()
 	})
 	if !ok {
+		c.refusal = "tickets: too many off-loop steps"
 		return c.refuse(503, 1)
 	}
 	return gnet.None

@@ -274,6 +274,7 @@ func (c *conn) onTLSHandshake(err error) {
 		if err != nil {
 			c.srv.m.Handshakes.WithLabelValues("tls_error").Inc()
 			c.status = -2
+			c.refusal = "tls handshake failed: " + tlsErrText(err)
 			c.closeSocket() // after the alert crypto/tls queued, if any
 			return
 		}
@@ -309,4 +310,15 @@ func (c *conn) releasePlain() {
 		plainPool.Put(&b)
 	}
 	c.plain = nil
+}
+
+// tlsErrText is a TLS handshake error for the log: crypto/tls's own
+// messages ("tls: client offered only unsupported versions") name no
+// secret; anything longer is cut, since a message may quote client bytes.
+func tlsErrText(err error) string {
+	msg := err.Error()
+	if len(msg) > 120 {
+		msg = msg[:120] + "..."
+	}
+	return msg
 }

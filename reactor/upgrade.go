@@ -30,6 +30,7 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 		if len(buf) >= s.lim.maxHeader {
 			// Nothing more is read (SPEC 4.1): no lingering close here.
 			c.noLinger = true
+			c.refusal = "request head over max_header_bytes"
 			return false, c.refuse(431, 0)
 		}
 		return false, gnet.None
@@ -67,6 +68,14 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 			}
 		}
 		c.status = int16(status)
+		switch {
+		case hs.reason != "":
+			c.refusal = hs.reason
+		case status == 404:
+			c.refusal = "no route for the path"
+		default:
+			c.refusal = "bad upgrade request" // gobwas/ws's checks: method, version, key, headers
+		}
 		s.m.Handshakes.WithLabelValues(statusLabel(status)).Inc()
 		if len(resp) == 0 {
 			resp = httpStatus(status, 0)
@@ -135,21 +144,21 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 		Protocol: func(p []byte) bool { return string(p) == "mcp" },
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if hs.multiOrigin {
-				hs.status = 403
+				hs.status, hs.reason = 403, "more than one Origin"
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("more than one Origin"))
 			}
 			if hs.hasOrigin {
 				if _, ok := s.origins[strings.ToLower(hs.origin)]; !ok {
-					hs.status = 403
+					hs.status, hs.reason = 403, "origin not allowed"
 					return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
 				}
 			} else if !s.lim.allowAbsentOrigin {
-				hs.status = 403
+				hs.status, hs.reason = 403, "origin required"
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin required"))
 			}
 			if ticketChecked {
 				if ticketSubject == "" {
-					hs.status = 401
+					hs.status, hs.reason = 401, "ticket unknown, used or expired"
 					return nil, ws.RejectConnectionError(ws.RejectionStatus(401), ws.RejectionReason("invalid ticket"))
 				}
 				hs.principal = ticketSubject
@@ -161,7 +170,7 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 				p, err := s.opt.Verifier.Verify(hs.bearer)
 				if err != nil {
 					s.m.AuthFailures.WithLabelValues(auth.Reason(err)).Inc()
-					hs.status = 401
+					hs.status, hs.reason = 401, bearerRefusal(auth.Reason(err))
 					return nil, ws.RejectConnectionError(ws.RejectionStatus(401), ws.RejectionReason("invalid credentials"))
 				}
 				hs.principal = p.Subject
@@ -197,6 +206,7 @@ func (c *conn) refuse(status, retryAfter int) gnet.Action {
 }
 
 type handshakeState struct {
+	reason      string // why OnBeforeUpgrade refused (a constant)
 	route       int
 	origin      string
 	hasOrigin   bool
@@ -243,3 +253,7 @@ func statusLabel(code int) string {
 }
 
 var statusText3 = map[int]string{400: "400", 401: "401", 403: "403", 404: "404", 429: "429", 431: "431", 503: "503"}
+
+// bearerRefusal is the close line's reason for a refused bearer header;
+// auth.Reason's labels are a fixed set (no token bytes).
+func bearerRefusal(reason string) string { return "bearer: " + reason }
