@@ -54,8 +54,8 @@ type conn struct {
 	authed        atomic.Bool  // authenticated (Open or later): Reconnect's candidates
 	closeReason   string
 	closeCode     uint16
-	status        int16 // HTTP status answered to the upgrade (101 on success)
-	reject        int16 // status decided at accept time, sent once the request is in
+	status        int16  // HTTP status answered to the upgrade (101 on success)
+	reject        int16  // status decided at accept time, sent once the request is in
 	refusal       string // why a request was refused (a constant: no secret, no client bytes), for the close line
 	retryAfter    int16
 	counted       bool  // holds a per-IP slot
