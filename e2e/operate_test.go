@@ -167,3 +167,64 @@ func hasCloseLine(logs string, status int, reason string) bool {
 	}
 	return false
 }
+
+// TestSubjectDenialsLogSampled (SPEC 12): per-subject denials are logged,
+// naming the subject, at most once a second however many there are; the
+// next line counts the ones held back since the last.
+func TestSubjectDenialsLogSampled(t *testing.T) {
+	g := startGatewayCmd(t, func(bin string, args []string) (string, []string) {
+		return bin, append(args, "-log-format", "json")
+	}, with("ratelimit", `
+  per_subject: {messages: 5, window: 60s}
+  per_connection: {messages: 100000, window: 1s}
+  frames_per_connection: {count: 100000, window: 1s}`))
+	r := g.authed(t, aliceToken)
+	const sent = 400 // 5 pass, 395 denied
+	ping := func(i int) {
+		r.sendText(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i))
+		r.readText()
+	}
+	start := time.Now()
+	for i := range sent {
+		ping(i)
+	}
+	took := time.Since(start)
+	// One more denial once the sampler's second has passed: its line
+	// accounts for every denial held back since the first line.
+	time.Sleep(denialLogEvery + 200*time.Millisecond)
+	ping(sent)
+
+	var recs []map[string]any
+	deadline := time.Now().Add(5 * time.Second)
+	for len(recs) < 2 && time.Now().Before(deadline) {
+		recs = recs[:0]
+		for _, line := range strings.Split(g.Logs(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "rate limited" {
+				recs = append(recs, rec)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(recs) < 2 {
+		t.Fatalf("%d denial lines, want 2; logs:\n%s", len(recs), g.Logs())
+	}
+	if max := int(took/denialLogEvery) + 2; len(recs) > max {
+		t.Errorf("%d denial lines for 396 denials in %v: want at most %d (one a second)", len(recs), took+denialLogEvery, max)
+	}
+	var counted int64
+	for _, rec := range recs {
+		if rec["subject"] != "alice" || rec["limiter"] != "subject" {
+			t.Fatalf("denial line without its subject: %v", rec)
+		}
+		held, _ := rec["not_logged_since_last"].(float64)
+		counted += 1 + int64(held)
+	}
+	if counted != sent-5+1 {
+		t.Errorf("the %d lines account for %d denials, want %d", len(recs), counted, sent-5+1)
+	}
+}
+
+// denialLogEvery is the gateway's per-subject denial log interval
+// (reactor.denialLogEvery).
+const denialLogEvery = time.Second

@@ -350,6 +350,11 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	if sl := s.opt.SubjectLimiter; sl != nil {
 		if ok, retry := sl.AllowNAt(c.sess.Subject, count, now); !ok {
 			s.m.RateLimit.WithLabelValues("subject", "deny").Inc()
+			if ok, held := s.denialLog.allow(now); ok {
+				s.log.Warn("rate limited", "limiter", "subject", "subject", c.sess.Subject,
+					"session", c.sess.ID(), "requests", count, "retry_after_ms", retry.Milliseconds(),
+					"not_logged_since_last", held)
+			}
 			// Each request gets -31029; notifications and responses are
 			// dropped.
 			return c.refuseMsg(msg, &env, mcp.CodeRateLimited, "Rate limit exceeded", retryAfterMS(retry))

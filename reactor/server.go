@@ -110,17 +110,19 @@ type limits struct {
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	opt     Options
-	lim     limits
-	addrs   []string
-	origins map[string]struct{}
-	routes  map[string]int
-	log     *slog.Logger
-	m       *metrics.Metrics
-	table   *session.Table
-	ipRate  *ratelimit.Keyed[netip.Addr] // keyed by ipKey.key
-	ipKey   ipKeyer
-	held    *frame.Budget // limits.max_buffered_bytes: partial messages' buffers
+	opt Options
+	lim limits
+
+	denialLog logSampler // per-subject denials: one line a second
+	addrs     []string
+	origins   map[string]struct{}
+	routes    map[string]int
+	log       *slog.Logger
+	m         *metrics.Metrics
+	table     *session.Table
+	ipRate    *ratelimit.Keyed[netip.Addr] // keyed by ipKey.key
+	ipKey     ipKeyer
+	held      *frame.Budget // limits.max_buffered_bytes: partial messages' buffers
 
 	eng      gnet.Engine
 	engReady chan struct{}
@@ -154,6 +156,7 @@ func New(o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{
+		denialLog: logSampler{every: int64(denialLogEvery)},
 		opt:       o,
 		log:       o.Log,
 		m:         o.Metrics,
