@@ -228,3 +228,37 @@ func TestSubjectDenialsLogSampled(t *testing.T) {
 // denialLogEvery is the gateway's per-subject denial log interval
 // (reactor.denialLogEvery).
 const denialLogEvery = time.Second
+
+// TestRequestMetrics (SPEC 12): gateway_requests_total counts client
+// messages by method from a fixed set (anything else is other, a batch is
+// batch), and the builtin upstream is in gateway_upstream_requests_total
+// like every other upstream, inline answers included.
+func TestRequestMetrics(t *testing.T) {
+	g := startGateway(t)
+	r := g.authed(t, aliceToken)
+	before := g.Metric(t, `gateway_upstream_requests_total{upstream="demo"}`)
+	r.sendText(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+	r.readText()
+	r.sendText(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"m"}}}`)
+	r.readText()
+	r.sendText(`{"jsonrpc":"2.0","id":3,"method":"x-made-up/method"}`)
+	r.readText()
+	r.sendText(`[{"jsonrpc":"2.0","id":4,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"ping"}]`)
+	r.readText()
+	for sample, want := range map[string]float64{
+		`gateway_requests_total{method="ping"}`:       1,
+		`gateway_requests_total{method="tools/call"}`: 1,
+		`gateway_requests_total{method="other"}`:      1,
+		`gateway_requests_total{method="batch"}`:      1,
+	} {
+		if got := g.Metric(t, sample); got != want {
+			t.Errorf("%s = %v, want %v", sample, got, want)
+		}
+	}
+	if got := g.Metric(t, `gateway_upstream_requests_total{upstream="demo"}`) - before; got != 4 {
+		t.Errorf("the builtin upstream counted %v messages, want 4", got)
+	}
+	if got := g.Metric(t, `gateway_requests_total{method="x-made-up/method"}`); got != 0 {
+		t.Errorf("a client's method became a label")
+	}
+}

@@ -55,6 +55,8 @@ type Metrics struct {
 	BufferedBytes prometheus.Gauge
 
 	buildInfo   *prometheus.GaugeVec // version, revision, goversion: always 1
+	requests    *prometheus.CounterVec
+	methods     methodCounters
 	closeByCode [1100]atomic.Pointer[counterBox]
 }
 
@@ -112,6 +114,13 @@ func New() *Metrics {
 		Name: "gateway_build_info", Help: "1, labelled with the binary's version, source revision and Go version (SPEC 12)."},
 		[]string{"version", "revision", "goversion"})
 	r.MustRegister(m.buildInfo)
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gateway_requests_total", Help: "Client messages by JSON-RPC method (MCP's methods by name, any other as other; a batch once as batch)."},
+		[]string{"method"})
+	for i, name := range Methods {
+		m.methods[i] = m.requests.WithLabelValues(name)
+	}
+	r.MustRegister(m.requests)
 	r.MustRegister(m.ConnectionsOpen, m.PendingAuth, m.Handshakes, m.Closes, m.AuthFailures,
 		m.Rejected, m.RateLimit, m.MessagesIn, m.MessagesOut, m.UpstreamRequests, m.UpstreamErrors,
 		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors, m.RedisUp, m.RedisFallback,

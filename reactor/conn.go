@@ -319,6 +319,14 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 		s.m.Rejected.WithLabelValues("invalid_request").Inc()
 		return c.replyError(env.ID, mcp.CodeInvalidRequest, "Invalid Request", nil)
 	}
+	switch {
+	case env.Kind == mcp.KindBatch:
+		s.m.RequestBatch()
+	case env.MethodEscaped:
+		s.m.Request(nil) // other: labels are never decoded from client bytes
+	case env.Method != nil:
+		s.m.Request(env.Method)
+	}
 	if env.Kind == mcp.KindBatch {
 		switch {
 		case elems > maxBatch:

@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/gateway/mcp"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/upstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server is the built-in upstream. It implements upstream.Upstream.
@@ -35,12 +36,16 @@ type Server struct {
 	wg        sync.WaitGroup
 	m         *metrics.Metrics // nil: panics are not counted
 	log       *slog.Logger     // nil: slog.Default()
+	// requests is gateway_upstream_requests_total{upstream=name}, resolved
+	// once (an atomic add per message, inline path included); nil without m.
+	requests prometheus.Counter
 }
 
 // Option configures a Server.
 type Option func(*Server)
 
-// WithMetrics counts the panics the server recovers from
+// WithMetrics counts the messages handed to the server
+// (gateway_upstream_requests_total) and the panics it recovers from
 // (gateway_panics_total{site="builtin"}).
 func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.m = m } }
 
@@ -73,6 +78,9 @@ func New(name string, workers, queueDepth int, opts ...Option) *Server {
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.m != nil {
+		s.requests = s.m.UpstreamRequests.WithLabelValues(name)
 	}
 	s.wg.Add(workers)
 	for range workers {
@@ -186,6 +194,7 @@ func (ss *session) Send(msg []byte) error {
 	}
 	select {
 	case ss.srv.jobs <- job{sess: ss, msg: msg}:
+		ss.srv.count()
 		return nil
 	default:
 		return upstream.ErrBusy
@@ -215,5 +224,12 @@ func (ss *session) HandleInline(dst, msg []byte, env mcp.Envelope) (reply []byte
 			reply, ok = dst[:start], true
 		}
 	}()
+	ss.srv.count()
 	return ss.srv.handleScanned(dst, msg, &env, nil), true
+}
+
+func (s *Server) count() {
+	if s.requests != nil {
+		s.requests.Inc()
+	}
 }
