@@ -1,7 +1,7 @@
 // Package admin owns the operator-facing HTTP listener: /healthz (the process
 // is alive), /readyz (it accepts connections; 503 while draining),
-// /metrics (Prometheus text) and POST /admin/revoke (guarded by the admin
-// token). It runs on net/http, off the event loops, and
+// /metrics (Prometheus text), POST /admin/revoke and GET/DELETE
+// /admin/connections (guarded by the admin token). It runs on net/http, off the event loops, and
 // should listen on loopback or a private network.
 package admin
 
@@ -23,6 +23,7 @@ import (
 
 	"github.com/mcpgate/gateway/fdbudget"
 	"github.com/mcpgate/gateway/metrics"
+	"github.com/mcpgate/gateway/session"
 )
 
 // Server is the admin HTTP server.
@@ -49,7 +50,17 @@ type Options struct {
 	// Descriptors counts each admin connection against the descriptor
 	// budget; one that does not fit is closed at once. nil: not counted.
 	Descriptors *fdbudget.Budget
+	// Connections lists the open connections (of one subject when not
+	// empty); complete is false when it ran out of time. Close closes one
+	// by its session id (1008 "Closed by operator") and reports whether it
+	// was open. Both nil: GET and DELETE /admin/connections answer 404.
+	Connections func(ctx context.Context, subject string) (list []session.Info, complete bool)
+	Close       func(id session.ID) bool
 }
+
+// listTimeout bounds GET /admin/connections: every event loop answers for
+// its connections, and a loop busy for longer yields a partial list.
+const listTimeout = 2 * time.Second
 
 // New binds addr.
 func New(addr string, o Options) (*Server, error) {
@@ -100,6 +111,40 @@ func New(addr string, o Options) (*Server, error) {
 			_, _ = w.Write([]byte(`{"revoked":true}` + "\n"))
 		})
 	}
+	if o.Token != "" && o.Connections != nil && o.Close != nil {
+		mux.HandleFunc("GET /admin/connections", func(w http.ResponseWriter, r *http.Request) {
+			if !authorized(w, r, o.Token) {
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), listTimeout)
+			defer cancel()
+			list, complete := o.Connections(ctx, r.URL.Query().Get("subject"))
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(struct {
+				Connections []session.Info `json:"connections"`
+				Complete    bool           `json:"complete"`
+			}{list, complete})
+		})
+		mux.HandleFunc("DELETE /admin/connections/{session}", func(w http.ResponseWriter, r *http.Request) {
+			if !authorized(w, r, o.Token) {
+				return
+			}
+			id, err := session.ParseID(r.PathValue("session"))
+			if err != nil {
+				http.Error(w, "session: want the 16 hex digits of auth_ok or GET /admin/connections", http.StatusBadRequest)
+				return
+			}
+			if !o.Close(id) {
+				http.Error(w, "no such connection", http.StatusNotFound)
+				return
+			}
+			if o.Log != nil {
+				o.Log.Info("connection closed by operator", "session", id)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"closed":true}` + "\n"))
+		})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -135,6 +180,16 @@ func New(addr string, o Options) (*Server, error) {
 
 // bearerMatches compares in constant time, so response timing says nothing
 // about how much of the admin token a guess got right.
+// authorized checks the admin token and answers 401 when it does not match.
+func authorized(w http.ResponseWriter, r *http.Request, token string) bool {
+	if bearerMatches(r.Header.Get("Authorization"), token) {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", "Bearer")
+	http.Error(w, "unauthorized", http.StatusUnauthorized)
+	return false
+}
+
 func bearerMatches(header, token string) bool {
 	const p = "Bearer "
 	if len(header) <= len(p) || !strings.EqualFold(header[:len(p)], p) {

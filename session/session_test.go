@@ -182,3 +182,16 @@ func TestIDFormat(t *testing.T) {
 		t.Fatalf("slog prints %q and %q", jb.String(), tb.String())
 	}
 }
+
+func TestParseID(t *testing.T) {
+	id := ID(0xdead_beef_0000_0042)
+	got, err := ParseID(id.String())
+	if err != nil || got != id {
+		t.Fatalf("ParseID(%s) = %v, %v", id, got, err)
+	}
+	for _, bad := range []string{"", "42", "00000000000000zz", "0000000000000000ff", "+000000000000042"} {
+		if _, err := ParseID(bad); err == nil {
+			t.Errorf("ParseID(%q) accepted", bad)
+		}
+	}
+}

@@ -232,6 +232,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 				return ""
 			},
 			Descriptors: fds,
+			Connections: srv.Connections,
+			Close:       srv.CloseConnection,
 			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
 				until := time.Time{}
 				if ttl > 0 {
