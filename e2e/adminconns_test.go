@@ -28,8 +28,8 @@ func authedSession(t *testing.T, g *gateway, token string) (*raw, string) {
 type connList struct {
 	Connections []struct {
 		Session, State, Subject, Route, Remote string
-		AgeMS                                   int64  `json:"age_ms"`
-		MessagesIn                              uint32 `json:"messages_in"`
+		AgeMS                                  int64  `json:"age_ms"`
+		MessagesIn                             uint32 `json:"messages_in"`
 	}
 	Complete bool
 }
