@@ -291,6 +291,7 @@ func buildReport(o *Options, started time.Time, workers int, m *Partial) *Report
 		ErrorTotal: m.errorTotal(),
 		Hists:      m.Hists,
 	}
+	rep.Hints = limitHints(rep.Errors)
 	if m.ConnectSecs > 0 {
 		rep.Connections.PerSec = float64(m.Established) / m.ConnectSecs
 	}

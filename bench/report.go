@@ -26,6 +26,7 @@ type Report struct {
 	Latency     []LatencyRow    `json:"latency_ms"`
 	Errors      []ErrorRow      `json:"errors"`
 	ErrorTotal  int64           `json:"error_total"`
+	Hints       []string        `json:"hints,omitempty"` // the gateway limit behind the errors (limitHints)
 	Server      *ServerStats    `json:"server,omitempty"`
 	Generator   *GeneratorStats `json:"generator,omitempty"` // the bench's own CPU in the call phase (bench.go)
 	Host        *HostStats      `json:"host,omitempty"`      // the machine's CPUs over the run phase; connect mode: the connect phase (host.go)
@@ -257,6 +258,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		for _, e := range r.Errors {
 			fmt.Fprintf(&b, "  %8d  %s\n", e.Count, e.Kind)
 		}
+	}
+	for _, h := range r.Hints {
+		fmt.Fprintf(&b, "hint: %s\n", h)
 	}
 	if sv := r.Server; sv != nil {
 		fmt.Fprintf(&b, "server (%s, %d process(es)):\n", sv.Source, sv.Procs)
