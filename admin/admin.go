@@ -55,7 +55,10 @@ type Options struct {
 	// by its session id (1008 "Closed by operator") and reports whether it
 	// was open. Both nil: GET and DELETE /admin/connections answer 404.
 	Connections func(ctx context.Context, subject string) (list []session.Info, complete bool)
-	Close       func(id session.ID) bool
+	// Reload re-reads the config file (POST /admin/reload) and returns the
+	// outcome to answer as JSON, and false when the file was refused (422).
+	Reload func() (outcome any, valid bool)
+	Close  func(id session.ID) bool
 }
 
 // listTimeout bounds GET /admin/connections: every event loop answers for
@@ -143,6 +146,20 @@ func New(addr string, o Options) (*Server, error) {
 			}
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"closed":true}` + "\n"))
+		})
+	}
+	if o.Token != "" && o.Reload != nil {
+		mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
+			if !authorized(w, r, o.Token) {
+				return
+			}
+			res, valid := o.Reload()
+			b, _ := json.Marshal(res)
+			w.Header().Set("Content-Type", "application/json")
+			if !valid {
+				w.WriteHeader(http.StatusUnprocessableEntity)
+			}
+			_, _ = w.Write(append(b, '\n'))
 		})
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

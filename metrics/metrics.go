@@ -54,10 +54,12 @@ type Metrics struct {
 	// (limits.max_buffered_bytes).
 	BufferedBytes prometheus.Gauge
 
-	buildInfo   *prometheus.GaugeVec // version, revision, goversion: always 1
-	requests    *prometheus.CounterVec
-	methods     methodCounters
-	closeByCode [1100]atomic.Pointer[counterBox]
+	buildInfo *prometheus.GaugeVec // version, revision, goversion: always 1
+	requests  *prometheus.CounterVec
+
+	ConfigReloads *prometheus.CounterVec // result: ok, partial, invalid
+	methods       methodCounters
+	closeByCode   [1100]atomic.Pointer[counterBox]
 }
 
 // New registers every collector on a fresh registry, with the Go runtime and
@@ -121,6 +123,10 @@ func New() *Metrics {
 		m.methods[i] = m.requests.WithLabelValues(name)
 	}
 	r.MustRegister(m.requests)
+	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gateway_config_reloads_total", Help: "Config reloads (SIGHUP, POST /admin/reload) by result: ok, partial (some changes need a restart) or invalid (nothing changed)."},
+		[]string{"result"})
+	r.MustRegister(m.ConfigReloads)
 	r.MustRegister(m.ConnectionsOpen, m.PendingAuth, m.Handshakes, m.Closes, m.AuthFailures,
 		m.Rejected, m.RateLimit, m.MessagesIn, m.MessagesOut, m.UpstreamRequests, m.UpstreamErrors,
 		m.UpstreamLatency, m.WorkerPoolSize, m.WorkerPoolBusy, m.RedisErrors, m.RedisUp, m.RedisFallback,

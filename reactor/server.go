@@ -102,7 +102,6 @@ type limits struct {
 	frames             ratelimit.Limit // every frame, control frames included
 	msgTimeout         int64           // ns: first frame to last of a message
 	asyncCap           int             // inbound bytes held while an async step runs
-	allowAbsentOrigin  bool
 	headerAuth         bool
 }
 
@@ -115,7 +114,7 @@ type Server struct {
 
 	denialLog logSampler // per-subject denials: one line a second
 	addrs     []string
-	origins   map[string]struct{}
+	origins   atomic.Pointer[originSet] // SetOrigins swaps it (reload)
 	routes    map[string]int
 	log       *slog.Logger
 	m         *metrics.Metrics
@@ -161,7 +160,6 @@ func New(o Options) (*Server, error) {
 		log:       o.Log,
 		m:         o.Metrics,
 		table:     o.Table,
-		origins:   make(map[string]struct{}),
 		routes:    make(map[string]int),
 		ipConns:   make(map[netip.Addr]int32),
 		engReady:  make(chan struct{}),
@@ -185,7 +183,6 @@ func New(o Options) (*Server, error) {
 		perConn:           ratelimit.Limit{N: c.RateLimit.PerConnection.Messages, Window: time.Duration(c.RateLimit.PerConnection.Window)},
 		frames:            ratelimit.Limit{N: c.RateLimit.FramesPerConnection.Count, Window: time.Duration(c.RateLimit.FramesPerConnection.Window)},
 		msgTimeout:        int64(c.Limits.MessageTimeout),
-		allowAbsentOrigin: c.Origins.AllowAbsent,
 		headerAuth:        c.Auth.Header,
 	}
 	// Never admit more connections than the file limit allows: gnet v2.9.7
@@ -207,9 +204,7 @@ func New(o Options) (*Server, error) {
 	// request and the auth message (framed, and over TLS in records of at
 	// most 16 KiB plus overhead) may wait in gnet's buffer (SPEC 10).
 	s.lim.asyncCap = s.lim.maxHeader + int(s.lim.maxPreAuth) + 2*14 + 17<<10
-	for _, o := range c.Origins.Allowed {
-		s.origins[strings.ToLower(o)] = struct{}{}
-	}
+	s.SetOrigins(c.Origins)
 	if len(o.Routes) > 255 {
 		return nil, errors.New("reactor: at most 255 routes")
 	}

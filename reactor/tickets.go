@@ -122,7 +122,7 @@ func (c *conn) serveTickets(head []byte) gnet.Action {
 	origin := req.Header.Get("Origin")
 	cors := ""
 	if origin != "" {
-		if _, ok := s.origins[strings.ToLower(origin)]; !ok {
+		if !s.origins.Load().allowed(origin) {
 			c.refusal = "tickets: origin not allowed"
 			return c.refuse(403, 0)
 		}

@@ -3,7 +3,6 @@ package reactor
 import (
 	"bytes"
 	"io"
-	"strings"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -147,12 +146,13 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 				hs.status, hs.reason = 403, "more than one Origin"
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("more than one Origin"))
 			}
+			origins := s.origins.Load()
 			if hs.hasOrigin {
-				if _, ok := s.origins[strings.ToLower(hs.origin)]; !ok {
+				if !origins.allowed(hs.origin) {
 					hs.status, hs.reason = 403, "origin not allowed"
 					return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
 				}
-			} else if !s.lim.allowAbsentOrigin {
+			} else if !origins.allowAbsent {
 				hs.status, hs.reason = 403, "origin required"
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin required"))
 			}

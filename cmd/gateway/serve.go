@@ -79,10 +79,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
-	verifier, err := auth.New(cfg.Auth)
+	authn, err := auth.New(cfg.Auth)
 	if err != nil {
 		return &exitError{2, err}
 	}
+	verifier := &swapVerifier{}
+	verifier.p.Store(authn)
 	for _, v := range config.UnknownEnv(os.Environ()) {
 		log.Warn("environment variable names no setting; ignored (gateway check refuses it)", "variable", v)
 	}
@@ -157,7 +159,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 			srv.CloseSubject(subject, 1008, "Revoked")
 		}
 	}, log)
-	verifier.SetRevoked(revoker.IsRevoked)
+	authn.SetRevoked(revoker.IsRevoked)
 	var tlsSrv *tlsconn.Server
 	if cfg.TLS.CertFile != "" {
 		reloader, err := tlsconn.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
@@ -207,6 +209,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	var adm *admin.Server
+	snapshot := *cfg // what runs; reloads compare the file with it
+	rl := &reloader{path: *path, cur: &snapshot, verifier: verifier, revoked: revoker.IsRevoked,
+		srv: srv, m: m, log: log, logFormat: *logFormat, logLevel: *logLevel}
 	if cfg.Admin.Listen != "" {
 		var token string
 		if cfg.Admin.TokenFile != "" {
@@ -232,6 +237,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 				return ""
 			},
 			Descriptors: fds,
+			Reload: func() (any, bool) {
+				res := rl.reload("POST /admin/reload")
+				return res, res.Result != "invalid"
+			},
 			Connections: srv.Connections,
 			Close:       srv.CloseConnection,
 			Revoke: func(ctx context.Context, subject string, ttl time.Duration) error {
@@ -263,6 +272,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		printWelcome(stderr, cfg, demoTokn)
 	}
 
+	// SIGHUP reloads (SPEC 12); it no longer ends the process.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	go func() {
+		for range hups {
+			rl.reload("SIGHUP")
+		}
+	}()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	select {

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/gateway/conformance/wsraw"
+)
+
+// caller sends a ping every interval on one connection and counts what
+// comes back: every request is answered or counted as lost, and a read or
+// write error is a dropped connection.
+type caller struct {
+	sent, answered, dropped atomic.Int64
+}
+
+func (cl *caller) run(ctx context.Context, c *wsraw.Conn, interval time.Duration) {
+	defer c.Close()
+	for id := 1; ctx.Err() == nil; id++ {
+		req := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, id)
+		if err := c.Write(wsraw.Frame(true, 0, wsraw.OpText, []byte(req))); err != nil {
+			cl.dropped.Add(1)
+			return
+		}
+		cl.sent.Add(1)
+		f, err := c.ReadFrame(10 * time.Second)
+		if err != nil || f.Op != wsraw.OpText {
+			cl.dropped.Add(1)
+			return
+		}
+		if string(f.Payload) == fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{}}`, id) {
+			cl.answered.Add(1)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(interval):
+		}
+	}
+}
+
+const carolToken = "carol-token-0123456789abcdefghij"
+
+// TestReloadWithoutDrops (SPEC 12): 300 connections call throughout while
+// the token file and the origins change and SIGHUP reloads them: no
+// connection drops, every call is answered; new connections see the new
+// tokens (carol in, bob out) and origins at once; a connection of the
+// removed subject stays. An invalid file (by SIGHUP) changes nothing and is
+// counted; POST /admin/reload names a change that needs a restart.
+func TestReloadWithoutDrops(t *testing.T) {
+	g := startFastGatewayOn(t, wsraw.WS, append(drainConfig(), with("log", `
+  format: json
+  level: info`))...)
+	const n = 300
+	conns := dialMany(t, n, func() (*wsraw.Conn, error) { return g.DialAuthed(aliceToken) })
+	bobConn, err := g.DialAuthed(bobToken)
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	callers := make([]*caller, n+1)
+	var wg sync.WaitGroup
+	for i := range callers {
+		callers[i] = &caller{}
+		c := bobConn
+		if i < n {
+			c = conns[i]
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); callers[i].run(ctx, c, 200*time.Millisecond) }()
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			wg.Wait()
+		}
+	}
+	defer stop()
+	time.Sleep(time.Second)
+
+	reloads := func(result string) float64 {
+		return g.Metric(t, fmt.Sprintf(`gateway_config_reloads_total{result=%q}`, result))
+	}
+	hup := func(result string) {
+		t.Helper()
+		before := reloads(result)
+		must(t, g.Signal(syscall.SIGHUP))
+		deadline := time.Now().Add(5 * time.Second)
+		for reloads(result) == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s reload counted after SIGHUP; logs:\n%s", result, g.Logs())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cfgPath := filepath.Join(g.Dir, "gateway.yaml")
+	orig, err := os.ReadFile(cfgPath)
+	must(t, err)
+
+	// 1. Tokens: carol added, bob removed; origins: a new one allowed.
+	must(t, os.WriteFile(filepath.Join(g.Dir, "tokens.txt"),
+		[]byte(sha(aliceToken)+" alice\n"+sha(carolToken)+" carol\n"), 0o600))
+	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(string(orig),
+		`allowed: ["https://app.example.com"]`, `allowed: ["https://new.example.com"]`, 1)), 0o600))
+	hup("ok")
+	if c, err := g.DialAuthed(carolToken); err != nil {
+		t.Fatalf("carol after the reload: %v", err)
+	} else {
+		c.Close()
+	}
+	if c, err := g.DialAuthed(bobToken); err == nil {
+		c.Close()
+		t.Fatal("bob's removed token still authenticates a new connection")
+	}
+	if r := g.raw(t, "/mcp", "Origin: https://new.example.com"); r.resp.StatusCode != 101 {
+		t.Fatalf("the new origin after the reload: %s", r.resp.Status)
+	}
+	if r := g.raw(t, "/mcp", "Origin: https://app.example.com"); r.resp.StatusCode != 403 {
+		t.Fatalf("the removed origin after the reload: %s", r.resp.Status)
+	}
+
+	// 2. An invalid file: refused, nothing changes.
+	must(t, os.WriteFile(cfgPath, []byte(string(orig)+"\nno_such_setting: 1\n"), 0o600))
+	hup("invalid")
+	if c, err := g.DialAuthed(carolToken); err != nil {
+		t.Fatalf("carol after a refused reload: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// 3. A change that needs a restart, by POST /admin/reload.
+	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(string(orig), "idle_timeout: 60s", "idle_timeout: 61s", 1)), 0o600))
+	resp, body := adminCall(t, g, "POST", "/admin/reload", adminToken)
+	var res struct {
+		Result          string
+		Applied         []string
+		RestartRequired []string `json:"restart_required"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &res) != nil || res.Result != "partial" ||
+		strings.Join(res.RestartRequired, ",") != "limits" {
+		t.Fatalf("POST /admin/reload: %s %s", resp.Status, body)
+	}
+	must(t, os.WriteFile(cfgPath, []byte(string(orig)+"\nbogus: [\n"), 0o600))
+	if resp, body := adminCall(t, g, "POST", "/admin/reload", adminToken); resp.StatusCode != 422 || !strings.Contains(string(body), `"result":"invalid"`) {
+		t.Fatalf("POST /admin/reload of a broken file: %s %s", resp.Status, body)
+	}
+
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	var sent, answered, dropped int64
+	for _, cl := range callers {
+		sent += cl.sent.Load()
+		answered += cl.answered.Load()
+		dropped += cl.dropped.Load()
+	}
+	t.Logf("%d connections (bob's included): %d calls, %d answered, %d dropped", n+1, sent, answered, dropped)
+	if dropped != 0 || answered != sent || sent < int64(n)*5 {
+		t.Fatalf("reloads under load: %d calls, %d answered, %d connections dropped", sent, answered, dropped)
+	}
+	if !g.Alive() {
+		t.Fatal("the gateway is gone after SIGHUP")
+	}
+}
