@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh redis-server haproxy chromium python3-websockets iproute2
+scripts/deps.sh redis-server haproxy chromium python3-websockets iproute2 systemd
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './test/node/*'))
