@@ -26,6 +26,7 @@ type Config struct {
 	DrainTimeout      Duration   `yaml:"drain_timeout"`
 	Rebalance         Rebalance  `yaml:"rebalance"`
 	Log               Log        `yaml:"log"`
+	Tracing           Tracing    `yaml:"tracing"`
 
 	// defaultRoute is true while Routes is the implicit route of Path to the
 	// first upstream (the file set no routes); ApplyEnv keeps it on Path.
@@ -154,6 +155,17 @@ type Redis struct {
 // its fair share (the cluster's connections over its nodes) by more than
 // Margin asks the excess of its idle clients to reconnect, at most Rate a
 // second, with the drain protocol (-31000, then 1001 once quiet).
+// Tracing exports a span per relayed request over OTLP/HTTP (SPEC 12).
+// Off (no endpoint): no span, no cost.
+type Tracing struct {
+	// OTLPEndpoint is the collector's OTLP/HTTP traces URL
+	// ("http://otel-collector:4318/v1/traces"); empty turns tracing off.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// SampleRatio is the share of new traces sampled (0 to 1); a request
+	// whose traceparent says sampled is always traced (parent-based).
+	SampleRatio float64 `yaml:"sample_ratio"`
+}
+
 type Rebalance struct {
 	Enabled bool    `yaml:"enabled"`
 	Margin  float64 `yaml:"margin"` // fraction above the fair share tolerated

@@ -431,6 +431,14 @@ func (c *Config) validateMisc(v *validator) {
 	if c.DrainTimeout < 0 {
 		v.add("drain_timeout", "must not be negative")
 	}
+	if e := c.Tracing.OTLPEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("tracing.otlp_endpoint", "%q: want an http:// or https:// URL (the collector's OTLP/HTTP traces endpoint)", RedactURL(e))
+		}
+	}
+	if r := c.Tracing.SampleRatio; r < 0 || r > 1 || r != r {
+		v.add("tracing.sample_ratio", "%g: want 0 to 1", r)
+	}
 	if c.Rebalance.Margin <= 0 || c.Rebalance.Margin > 10 {
 		v.add("rebalance.margin", "%g: want a fraction above 0 (0.1 = 10 %% above the fair share), at most 10", c.Rebalance.Margin)
 	}

@@ -48,3 +48,10 @@ func (m *Metrics) Request(method []byte) {
 
 // RequestBatch counts one batch.
 func (m *Metrics) RequestBatch() { m.methods[methodBatch].Inc() }
+
+// KnownMethod reports whether method is one of the named Methods (not
+// batch or other).
+func KnownMethod(method []byte) bool {
+	_, ok := methodIndex[string(method)]
+	return ok
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/mcpgate/gateway/reactor"
 	"github.com/mcpgate/gateway/session"
 	"github.com/mcpgate/gateway/tlsconn"
+	"github.com/mcpgate/gateway/tracing"
 	"github.com/mcpgate/gateway/upstream"
 	"github.com/mcpgate/gateway/upstream/builtin"
 	"github.com/mcpgate/gateway/upstream/httpup"
@@ -92,6 +93,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	bi := readBuildInfo()
 	m.SetBuildInfo(bi.Version, bi.Revision, bi.GoVersion)
 	log.Info("starting", "version", bi.Version, "revision", bi.Revision, "go", bi.GoVersion)
+	tracer, err := tracing.Start(tracing.Config{Endpoint: cfg.Tracing.OTLPEndpoint,
+		SampleRatio: cfg.Tracing.SampleRatio, Version: bi.Version})
+	if err != nil {
+		return &exitError{2, fmt.Errorf("tracing: %w", err)}
+	}
+	if tracer != nil {
+		log.Info("tracing", "otlp_endpoint", config.RedactURL(cfg.Tracing.OTLPEndpoint), "sample_ratio", cfg.Tracing.SampleRatio)
+		defer func() { // the spans of the drain's last requests go out too
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = tracer.Shutdown(sctx)
+		}()
+	}
 	// The descriptor budget (SPEC 10): every descriptor the process opens
 	// counts against the open-file limit, so that accept() never meets
 	// EMFILE (gnet would stop for good) and clients are refused with 503

@@ -83,6 +83,10 @@ func (u *Upstream) post(ctx context.Context, e *exch, t *target, sid, version st
 	if version != "" {
 		req.Header.Set("Mcp-Protocol-Version", version)
 	}
+	if e != nil && e.out.Call != nil && e.out.Call.Trace != nil && e.out.Call.Trace.Traceparent != "" {
+		// The server continues the gateway's span (W3C Trace Context).
+		req.Header.Set("Traceparent", e.out.Call.Trace.Traceparent)
+	}
 	if e != nil && e.wrote != nil && e.out.Call != nil {
 		// The next message may go once a request is on the wire: requests
 		// run side by side. A notification or response waits for the

@@ -112,6 +112,7 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 		st:       pool.NewStats(m, cfg.Name),
 		sessions: make(map[*session]struct{}),
 	}
+	u.gate.Name = cfg.Name // the spans of its requests
 	for _, raw := range cfg.URLs {
 		p, err := url.Parse(raw)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/tracing"
 	"github.com/mcpgate/gateway/upstream"
 )
 
@@ -125,12 +126,28 @@ func prepareOne(r *Route, msg []byte, env *mcp.Envelope, mode Mode, b *Batch, no
 		c.ID = append(c.idBuf[:0], env.ID...)
 		c.Listen = env.MethodIs(MethodListen)
 		buf := upstream.GetBuffer(len(msg) + 48)[:0]
+		spans := [3]span{{at: env.ID, gid: c.GID}}
+		n := 1
 		if tok := progressToken(env.Params); tok != nil {
 			c.Token = append(c.tokBuf[:0], tok...)
-			buf = splice(buf, msg, span{at: env.ID, gid: c.GID}, span{at: tok, gid: c.GID})
-		} else {
-			buf = splice(buf, msg, span{at: env.ID, gid: c.GID})
+			spans[n] = span{at: tok, gid: c.GID}
+			n++
 		}
+		if tr := tracing.Active(); tr != nil {
+			tp := traceparent(env.Params) // the JSON string, quotes included
+			var parent []byte
+			if tp != nil {
+				parent = tp[1 : len(tp)-1]
+			}
+			c.Trace = tr.StartRequest(parent, methodName(env), r.gate.Name)
+			if tp != nil && len(c.Trace.Traceparent) == tracing.TraceparentLen {
+				// The worker continues the gateway's span: same length, so
+				// the value is swapped in place of the client's.
+				spans[n] = span{at: tp[1 : len(tp)-1], with: []byte(c.Trace.Traceparent)}
+				n++
+			}
+		}
+		buf = splice(buf, msg, spans[:n]...)
 		if b != nil {
 			b.expect()
 		}

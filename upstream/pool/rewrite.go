@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/mcpgate/gateway/mcp"
+	"github.com/mcpgate/gateway/metrics"
+	"github.com/mcpgate/gateway/tracing"
 )
 
 // Mode is how a client connection uses its upstream.
@@ -111,8 +113,10 @@ type span struct {
 // splice appends msg to dst with each span replaced. Spans must not overlap;
 // they may come in any order.
 func splice(dst, msg []byte, spans ...span) []byte {
-	if len(spans) == 2 && offset(msg, spans[1].at) < offset(msg, spans[0].at) {
-		spans[0], spans[1] = spans[1], spans[0]
+	for i := 1; i < len(spans); i++ { // a few spans: insertion sort by offset
+		for j := i; j > 0 && offset(msg, spans[j].at) < offset(msg, spans[j-1].at); j-- {
+			spans[j], spans[j-1] = spans[j-1], spans[j]
+		}
 	}
 	pos := 0
 	for _, s := range spans {
@@ -145,4 +149,39 @@ func progressToken(params []byte) []byte {
 		return nil // only strings and numbers are tokens
 	}
 	return tok
+}
+
+// traceparent returns params._meta.traceparent of a request when it is a
+// plain JSON string of a version-00 traceparent's length (quotes
+// included), else nil: anything else is not continued, and not rewritten.
+func traceparent(params []byte) []byte {
+	if params == nil {
+		return nil
+	}
+	meta, ok := mcp.Lookup(params, "_meta")
+	if !ok {
+		return nil
+	}
+	v, ok := mcp.Lookup(meta, "traceparent")
+	if !ok || len(v) != tracing.TraceparentLen+2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil
+	}
+	for _, b := range v[1 : len(v)-1] {
+		if b == '\\' || b < 0x20 {
+			return nil
+		}
+	}
+	return v
+}
+
+// methodName is the request's method for a span name: one of the named
+// methods or "other" (a client cannot mint span names).
+func methodName(env *mcp.Envelope) string {
+	if env.MethodEscaped {
+		return "other"
+	}
+	if metrics.KnownMethod(env.Method) {
+		return string(env.Method)
+	}
+	return "other"
 }

@@ -11,6 +11,9 @@ import (
 // it, and once Shut returns no Deliver or Fail is running or will start.
 // Deliveries hold it shared, so they never wait for each other.
 type Gate struct {
+	// Name is the upstream's, for the spans of its requests (tracing).
+	Name string
+
 	mu     sync.RWMutex
 	closed bool
 }
@@ -79,7 +82,11 @@ func (r *Route) Failed() bool { return r.failed.Load() }
 // their workers (and tell the workers to stop).
 func (r *Route) Close() []*Call {
 	r.closed.Store(true)
-	return r.InFlight()
+	calls := r.InFlight()
+	for _, c := range calls {
+		c.Trace.End(0, "client gone")
+	}
+	return calls
 }
 
 // Closed reports whether the client left.

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"github.com/mcpgate/gateway/tracing"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,8 @@ type Call struct {
 	// Retried is set by an upstream that sent the request again because
 	// it never reached its first worker: there is no second retry.
 	Retried bool
+	// Trace is the request's span; nil when tracing is off.
+	Trace *tracing.Request
 
 	batch        *Batch
 	timer        *time.Timer
@@ -37,6 +40,9 @@ type Call struct {
 // Reply delivers the (already restored) reply to the call's connection, or
 // adds it to the batch the request came in.
 func (c *Call) Reply(msg []byte) {
+	if c.Trace != nil {
+		c.Trace.End(replyErrorCode(msg), "")
+	}
 	if c.batch != nil {
 		c.batch.add(msg)
 		return
@@ -219,4 +225,36 @@ func (b *Batch) finish() {
 	b.n = 0 // deliver once
 	b.mu.Unlock()
 	b.route.Deliver(out)
+}
+
+// replyErrorCode is the JSON-RPC error code of a reply (0 for a result),
+// for its span: only read when tracing is on.
+func replyErrorCode(msg []byte) int {
+	env, err := mcp.Scan(msg)
+	if err != nil || env.Error == nil {
+		return 0
+	}
+	code, ok := mcp.Lookup(env.Error, "code")
+	if !ok {
+		return 0
+	}
+	n := 0
+	neg := len(code) > 0 && code[0] == '-'
+	for _, b := range code[boolInt(neg):] {
+		if b < '0' || b > '9' || n > 1e9 {
+			break
+		}
+		n = n*10 + int(b-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

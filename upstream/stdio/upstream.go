@@ -161,6 +161,7 @@ func New(cfg config.Upstream, m *metrics.Metrics, log *slog.Logger, opts ...Opti
 		perSubject: cfg.MaxPerSubject,
 		bySubject:  make(map[string]int),
 	}
+	u.gate.Name = cfg.Name // the spans of its requests
 	for _, o := range opts {
 		o(u)
 	}
