@@ -18,6 +18,7 @@ import (
 func (c *Config) Redacted() []byte {
 	cp := *c
 	cp.Redis.URL = RedactURL(c.Redis.URL)
+	cp.Tracing.OTLPEndpoint = RedactURL(c.Tracing.OTLPEndpoint)
 	cp.Upstreams = append([]Upstream(nil), c.Upstreams...)
 	for i := range cp.Upstreams {
 		if env := cp.Upstreams[i].Env; env != nil {
