@@ -136,8 +136,10 @@ func TestReloadWithoutDrops(t *testing.T) {
 		c.Close()
 	}
 
-	// 3. A change that needs a restart, by POST /admin/reload.
-	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(string(orig), "idle_timeout: 60s", "idle_timeout: 61s", 1)), 0o600))
+	// 3. By POST /admin/reload: a limit that applies at once, and one that
+	// sized buffers at start (named, not applied).
+	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(string(orig), "idle_timeout: 60s",
+		"idle_timeout: 61s\n  max_message_bytes: 2MiB", 1)), 0o600))
 	resp, body := adminCall(t, g, "POST", "/admin/reload", adminToken)
 	var res struct {
 		Result          string
@@ -145,7 +147,8 @@ func TestReloadWithoutDrops(t *testing.T) {
 		RestartRequired []string `json:"restart_required"`
 	}
 	if resp.StatusCode != 200 || json.Unmarshal(body, &res) != nil || res.Result != "partial" ||
-		strings.Join(res.RestartRequired, ",") != "limits" {
+		strings.Join(res.RestartRequired, ",") != "limits.max_message_bytes" ||
+		!strings.Contains(strings.Join(res.Applied, ","), "limits.idle_timeout") {
 		t.Fatalf("POST /admin/reload: %s %s", resp.Status, body)
 	}
 	must(t, os.WriteFile(cfgPath, []byte(string(orig)+"\nbogus: [\n"), 0o600))
@@ -167,5 +170,30 @@ func TestReloadWithoutDrops(t *testing.T) {
 	}
 	if !g.Alive() {
 		t.Fatal("the gateway is gone after SIGHUP")
+	}
+
+	// 4. A rate limit lowered by SIGHUP holds for a connection opened
+	// before it: its 4th message within the window closes it.
+	existing, err := g.DialAuthed(aliceToken)
+	must(t, err)
+	defer existing.Close()
+	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(string(orig), "per_connection: {messages: 100000, window: 10s}",
+		"per_connection: {messages: 3, window: 10s}", 1)), 0o600))
+	hup("ok")
+	for i := range 4 {
+		must(t, existing.Write(wsraw.Frame(true, 0, wsraw.OpText, []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i)))))
+	}
+	var last wsraw.ServerFrame
+	for range 4 {
+		f, err := existing.ReadFrame(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after the lowered limit: %v", err)
+		}
+		if last = f; f.Op == wsraw.OpClose {
+			break
+		}
+	}
+	if code, reason := wsraw.ParseClose(last.Payload); last.Op != wsraw.OpClose || code != 1008 || reason != "Rate limit exceeded" {
+		t.Fatalf("4th message under a reloaded limit of 3: %s, want close 1008", last)
 	}
 }

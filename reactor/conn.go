@@ -107,7 +107,7 @@ func (c *conn) traffic() gnet.Action {
 		// Bytes stay buffered until the off-loop step returns, within a cap:
 		// a client that pipelines more than an upgrade and an auth message
 		// is cut rather than buffered without bound (SPEC 10).
-		if c.gc.InboundBuffered() > c.srv.lim.asyncCap {
+		if c.gc.InboundBuffered() > c.srv.lim().asyncCap {
 			c.srv.m.Rejected.WithLabelValues("async_overflow").Inc()
 			c.sess.State = session.Closing
 			return gnet.Close
@@ -140,9 +140,9 @@ func (c *conn) traffic() gnet.Action {
 	c.sess.LastSeen = now
 	consumed := 0
 	for len(in) > 0 {
-		limit := c.srv.lim.maxMsg
+		limit := c.srv.lim().maxMsg
 		if c.sess.State != session.Open {
-			limit = c.srv.lim.maxPreAuth
+			limit = c.srv.lim().maxPreAuth
 		}
 		mid := c.rd.InFrame() // more of a frame counted when it began
 		ev, n, err := c.rd.Next(in, limit)
@@ -195,7 +195,7 @@ func (c *conn) frameAllowed(now int64) bool {
 		c.preAuthFrames++
 		return true
 	}
-	l := c.srv.lim.frames
+	l := c.srv.lim().frames
 	return !l.Enabled() || c.frames.Allow(now, l.N, int64(l.Window))
 }
 
@@ -212,7 +212,7 @@ func (c *conn) timeMessage(now int64, partial bool) {
 		return
 	}
 	c.msgStart = now
-	due := now + c.srv.lim.msgTimeout
+	due := now + c.srv.lim().msgTimeout
 	if dl := c.sess.Deadline.Load(); dl == 0 || dl > due {
 		c.sess.Deadline.Store(due)
 	}
@@ -302,7 +302,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 			count, requests = elems, int32(reqs)
 		}
 	}
-	if l := s.lim.perConn; l.Enabled() {
+	if l := s.lim().perConn; l.Enabled() {
 		// All of a batch or none: a batch that does not fit closes the
 		// connection as a single message over the limit does.
 		if ok, _ := c.sess.Rate.AllowN(now, count, l.N, int64(l.Window)); !ok {
@@ -424,7 +424,7 @@ func (c *conn) authenticated(now int64, subject string) bool {
 		s.m.PendingAuth.Dec()
 	}
 	c.sess.LastSeen = now
-	c.sess.Deadline.Store(now + s.lim.ping)
+	c.sess.Deadline.Store(now + s.lim().ping)
 	s.log.Info("conn open", "remote", c.sess.Remote.String(), "subject", subject,
 		"route", s.opt.Routes[c.sess.RouteIdx].Path, "session", c.sess.ID())
 	return true
@@ -504,7 +504,7 @@ func frameLen(msg []byte) int64 { return int64(frame.MaxHeaderLen(len(msg)) + le
 // records' overhead (22-29 bytes per record of at most 16 KiB, smaller
 // records while a connection starts: under cap/256 + 8 KiB in all).
 func (c *conn) backlogCap() int64 {
-	w := c.srv.lim.writeCap
+	w := c.srv.lim().writeCap
 	if c.tc != nil {
 		return w + w>>8 + 8<<10
 	}
@@ -520,16 +520,16 @@ func (c *conn) tooLarge(dst, msg []byte) []byte {
 	s := c.srv
 	s.m.Rejected.WithLabelValues("reply_too_large").Inc()
 	s.log.Warn("message over limits.write_buffer_bytes not sent; the requests it answers get -32603", "subject", c.sess.Subject,
-		"session", c.sess.ID(), "bytes", len(msg), "write_buffer_bytes", s.lim.writeCap)
+		"session", c.sess.ID(), "bytes", len(msg), "write_buffer_bytes", s.lim().writeCap)
 	var data [96]byte
 	d := append(data[:0], `{"reason":"reply_too_large","reply_bytes":`...)
 	d = strconv.AppendInt(d, int64(len(msg)), 10)
 	d = append(d, `,"limit_bytes":`...)
-	d = strconv.AppendInt(d, s.lim.writeCap, 10)
+	d = strconv.AppendInt(d, s.lim().writeCap, 10)
 	d = append(d, '}')
 	start := len(dst)
 	dst = mcp.AppendResponseErrors(dst, msg, mcp.CodeInternal, "Internal error", d)
-	if frameLen(dst[start:]) > s.lim.writeCap {
+	if frameLen(dst[start:]) > s.lim().writeCap {
 		return dst[:start] // a pathological batch of responses: dropped
 	}
 	return dst
@@ -539,7 +539,7 @@ func (c *conn) tooLarge(dst, msg []byte) []byte {
 // (framed in place), or its tooLarge answer.
 func (c *conn) writeReply(reply []byte) gnet.Action {
 	body := reply[frame.MaxHeaderSize:]
-	if frameLen(body) <= c.srv.lim.writeCap {
+	if frameLen(body) <= c.srv.lim().writeCap {
 		return c.write(frame.TextInPlace(reply, frame.MaxHeaderSize))
 	}
 	b := getBuf(frame.MaxHeaderSize + 4096)
@@ -628,7 +628,7 @@ func (c *conn) Deliver(msg []byte) {
 		return // nothing may follow the close frame
 	}
 	answered := countResponses(msg)
-	if frameLen(msg) > c.srv.lim.writeCap {
+	if frameLen(msg) > c.srv.lim().writeCap {
 		// Too large to send: its requests are answered with errors.
 		b := getBuf(1024)
 		*b = c.tooLarge((*b)[:0], msg)

@@ -600,7 +600,7 @@ func (c *conn) relayRoom(requests int32, n int) bool {
 	if requests <= 0 {
 		return true // notifications and responses are not held for an answer
 	}
-	if c.inflight.Load() > 0 && c.relayed.Load()+c.backlog()+int64(n) > c.srv.lim.writeCap {
+	if c.inflight.Load() > 0 && c.relayed.Load()+c.backlog()+int64(n) > c.srv.lim().writeCap {
 		return false
 	}
 	c.relayed.Add(int64(n))

@@ -53,7 +53,7 @@ func queuePair(t testing.TB, sndbuf int) (c *conn, r *os.File, stop func()) {
 	}
 	loop := &testLoop{tasks: make(chan gnet.Runnable, 1024)}
 	srv := &Server{}
-	srv.lim.writeCap = 64 << 20
+	srv.limp.Store(&limits{writeCap: 64 << 20})
 	c = &conn{srv: srv, gc: &testGC{fd: fds[0], loop: loop}}
 	done := make(chan struct{})
 	var wg sync.WaitGroup

@@ -109,8 +109,8 @@ type limits struct {
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	opt Options
-	lim limits
+	opt  Options
+	limp atomic.Pointer[limits] // lim(); SetLimits swaps it (reload)
 
 	denialLog logSampler // per-subject denials: one line a second
 	addrs     []string
@@ -168,42 +168,19 @@ func New(o Options) (*Server, error) {
 		ticketTTL: time.Duration(c.Auth.Tickets.TTL),
 		ipKey:     newIPKeyer(c.Limits),
 	}
-	s.lim = limits{
+	l := &limits{
 		maxMsg:     int64(c.Limits.MaxMessageBytes),
 		maxPreAuth: int64(c.Limits.MaxPreAuthBytes),
 		maxHeader:  int(c.Limits.MaxHeaderBytes),
-		handshake:  int64(c.Limits.HandshakeTimeout),
-		auth:       int64(c.Auth.Timeout),
-		idle:       int64(c.Limits.IdleTimeout),
-		ping:       int64(c.Limits.PingInterval),
-		writeCap:   int64(c.Limits.WriteBufferBytes),
-		maxConns:   int64(c.EffectiveMaxConnections()),
-		perIP:      int64(c.Limits.MaxConnectionsPerIP),
-		maxPending: int64(c.Limits.MaxPendingAuth),
-		perConn:    ratelimit.Limit{N: c.RateLimit.PerConnection.Messages, Window: time.Duration(c.RateLimit.PerConnection.Window)},
-		frames:     ratelimit.Limit{N: c.RateLimit.FramesPerConnection.Count, Window: time.Duration(c.RateLimit.FramesPerConnection.Window)},
-		msgTimeout: int64(c.Limits.MessageTimeout),
-		headerAuth: c.Auth.Header,
 	}
-	// Never admit more connections than the file limit allows: gnet v2.9.7
-	// stops the whole engine when accept() fails with EMFILE.
-	fdCfg := *c
-	fdCfg.Limits.MaxConnections = 0
-	if fdCap := int64(fdCfg.EffectiveMaxConnections()); s.lim.maxConns > fdCap {
-		o.Log.Warn("limits.max_connections exceeds what the open-file limit allows; capped",
-			"configured", s.lim.maxConns, "cap", fdCap)
-		s.lim.maxConns = fdCap
-	}
-	if s.lim.maxPreAuth <= 0 || s.lim.maxPreAuth > s.lim.maxMsg {
-		s.lim.maxPreAuth = min(16<<10, s.lim.maxMsg)
-	}
-	if s.lim.msgTimeout <= 0 {
-		s.lim.msgTimeout = int64(30 * time.Second)
+	if l.maxPreAuth <= 0 || l.maxPreAuth > l.maxMsg {
+		l.maxPreAuth = min(16<<10, l.maxMsg)
 	}
 	// While a ticket is looked up nothing is read: at most the upgrade
 	// request and the auth message (framed, and over TLS in records of at
 	// most 16 KiB plus overhead) may wait in gnet's buffer (SPEC 10).
-	s.lim.asyncCap = s.lim.maxHeader + int(s.lim.maxPreAuth) + 2*14 + 17<<10
+	l.asyncCap = l.maxHeader + int(l.maxPreAuth) + 2*14 + 17<<10
+	s.limp.Store(s.reloadable(l, c))
 	s.SetOrigins(c.Origins)
 	if len(o.Routes) > 255 {
 		return nil, errors.New("reactor: at most 255 routes")
@@ -211,7 +188,7 @@ func New(o Options) (*Server, error) {
 	for i, r := range o.Routes {
 		s.routes[r.Path] = i
 	}
-	s.held = frame.NewBudget(max(int64(c.Limits.MaxBufferedBytes), s.lim.maxMsg))
+	s.held = frame.NewBudget(max(int64(c.Limits.MaxBufferedBytes), l.maxMsg))
 	hr := c.RateLimit.HandshakesPerIP
 	s.ipRate = ratelimit.NewIPLimiter(ratelimit.Limit{N: hr.Count, Window: time.Duration(hr.Window)})
 	for _, a := range c.Listen {
@@ -284,7 +261,7 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // room: limits.max_connections is reached, or the descriptor budget is
 // inside its client margin (fdbudget). /readyz answers 503 then.
 func (s *Server) Full() bool {
-	if s.open.Load()+s.heldFDs.Load() >= s.lim.maxConns {
+	if s.open.Load()+s.heldFDs.Load() >= s.lim().maxConns {
 		return true
 	}
 	b := s.opt.Descriptors
@@ -407,8 +384,8 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.opt.TLS != nil {
 		c.tc = s.opt.TLS.NewConn(c.tlsOut, c.onTLSHandshake)
 	}
-	overCap := n > s.lim.maxConns
-	pastMargin := n > s.lim.maxConns+tlsRefusalMargin(s.lim.maxConns)
+	overCap := n > s.lim().maxConns
+	pastMargin := n > s.lim().maxConns+tlsRefusalMargin(s.lim().maxConns)
 	if b := s.opt.Descriptors; b != nil {
 		switch b.ClientVerdict() {
 		case fdbudget.Refuse:
@@ -457,7 +434,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		}
 	}
 	s.table.Add(&c.sess)
-	dl := now + s.lim.handshake
+	dl := now + s.lim().handshake
 	if c.reject != 0 {
 		dl = min(dl, now+int64(2*time.Second))
 	}
@@ -483,10 +460,10 @@ func (s *Server) admit(c *conn, now int64) {
 	perIP := s.ipConns[key]
 	s.ipMu.Unlock()
 	switch {
-	case s.lim.perIP > 0 && int64(perIP) > s.lim.perIP:
+	case s.lim().perIP > 0 && int64(perIP) > s.lim().perIP:
 		c.reject, c.retryAfter = 503, 1
 		c.refusal = "over max_connections_per_ip"
-	case s.lim.maxPending > 0 && s.pending.Load() > s.lim.maxPending:
+	case s.lim().maxPending > 0 && s.pending.Load() > s.lim().maxPending:
 		c.reject, c.retryAfter = 503, 1
 		c.refusal = "over max_pending_auth"
 	default:
@@ -693,3 +670,45 @@ func httpStatus(code, retryAfter int) []byte {
 	}
 	return append(b, "\r\n"...)
 }
+
+// lim returns the limits in force. A reload (SetLimits) swaps them whole:
+// a check sees the old set or the new one.
+func (s *Server) lim() *limits { return s.limp.Load() }
+
+// reloadable returns a copy of base with the limits a reload may change
+// taken from c: deadlines and timeouts, the connection caps, the write cap,
+// the per-connection rate limits and header auth. The rest (message and
+// header sizes, the buffer budget) sized structures at start and stay.
+func (s *Server) reloadable(base *limits, c *config.Config) *limits {
+	l := *base
+	l.handshake = int64(c.Limits.HandshakeTimeout)
+	l.auth = int64(c.Auth.Timeout)
+	l.idle = int64(c.Limits.IdleTimeout)
+	l.ping = int64(c.Limits.PingInterval)
+	l.writeCap = int64(c.Limits.WriteBufferBytes)
+	l.maxConns = int64(c.EffectiveMaxConnections())
+	l.perIP = int64(c.Limits.MaxConnectionsPerIP)
+	l.maxPending = int64(c.Limits.MaxPendingAuth)
+	l.perConn = ratelimit.Limit{N: c.RateLimit.PerConnection.Messages, Window: time.Duration(c.RateLimit.PerConnection.Window)}
+	l.frames = ratelimit.Limit{N: c.RateLimit.FramesPerConnection.Count, Window: time.Duration(c.RateLimit.FramesPerConnection.Window)}
+	l.msgTimeout = int64(c.Limits.MessageTimeout)
+	l.headerAuth = c.Auth.Header
+	// Never admit more connections than the file limit allows: gnet v2.9.7
+	// stops the whole engine when accept() fails with EMFILE.
+	fdCfg := *c
+	fdCfg.Limits.MaxConnections = 0
+	if fdCap := int64(fdCfg.EffectiveMaxConnections()); l.maxConns > fdCap {
+		s.log.Warn("limits.max_connections exceeds what the open-file limit allows; capped",
+			"configured", l.maxConns, "cap", fdCap)
+		l.maxConns = fdCap
+	}
+	if l.msgTimeout <= 0 {
+		l.msgTimeout = int64(30 * time.Second)
+	}
+	return &l
+}
+
+// SetLimits applies the reloadable limits of c (see reloadable): at once
+// for the checks made per message and per deadline on every connection,
+// and for every new connection.
+func (s *Server) SetLimits(c *config.Config) { s.limp.Store(s.reloadable(s.lim(), c)) }

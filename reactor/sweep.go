@@ -75,7 +75,7 @@ func (c *conn) onDeadline() {
 		}
 		msgDue := int64(0)
 		if c.msgStart != 0 {
-			msgDue = c.msgStart + s.lim.msgTimeout
+			msgDue = c.msgStart + s.lim().msgTimeout
 			if now >= msgDue {
 				s.m.Rejected.WithLabelValues("message_timeout").Inc()
 				c.closeNow(ws.StatusPolicyViolation, "Message timeout")
@@ -85,18 +85,18 @@ func (c *conn) onDeadline() {
 		quiet := now - c.sess.LastSeen
 		next := int64(0)
 		switch {
-		case quiet >= s.lim.idle:
+		case quiet >= s.lim().idle:
 			c.closeNow(ws.StatusGoingAway, "Idle timeout")
 			return
-		case quiet >= s.lim.ping:
+		case quiet >= s.lim().ping:
 			if c.sess.PingSent <= c.sess.LastSeen {
 				var b [2]byte
 				c.send(frame.AppendPing(b[:0], nil))
 				c.sess.PingSent = now
 			}
-			next = min(now+s.lim.ping, c.sess.LastSeen+s.lim.idle)
+			next = min(now+s.lim().ping, c.sess.LastSeen+s.lim().idle)
 		default:
-			next = c.sess.LastSeen + s.lim.ping
+			next = c.sess.LastSeen + s.lim().ping
 		}
 		if msgDue != 0 {
 			next = min(next, msgDue)

@@ -298,7 +298,7 @@ const plainWindow = 64 << 10
 // plainCap is the decrypted-input window: plainWindow, or a request head
 // and a frame if max_header_bytes is larger.
 func (c *conn) plainCap() int {
-	return max(plainWindow, c.srv.lim.maxHeader+4096)
+	return max(plainWindow, c.srv.lim().maxHeader+4096)
 }
 
 func (c *conn) releasePlain() {

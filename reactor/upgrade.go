@@ -21,12 +21,12 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 	s := c.srv
 	buf := c.input()
 	window := buf
-	if len(window) > s.lim.maxHeader {
-		window = window[:s.lim.maxHeader]
+	if len(window) > s.lim().maxHeader {
+		window = window[:s.lim().maxHeader]
 	}
 	end := bytes.Index(window, headerEnd)
 	if end < 0 {
-		if len(buf) >= s.lim.maxHeader {
+		if len(buf) >= s.lim().maxHeader {
 			// Nothing more is read (SPEC 4.1): no lingering close here.
 			c.noLinger = true
 			c.refusal = "request head over max_header_bytes"
@@ -95,7 +95,7 @@ func (c *conn) handshake(now int64) (done bool, act gnet.Action) {
 		}
 	} else {
 		c.sess.State = session.PendingAuth
-		c.sess.Deadline.Store(now + s.lim.auth)
+		c.sess.Deadline.Store(now + s.lim().auth)
 	}
 	return true, gnet.None
 }
@@ -166,7 +166,7 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 			}
 			// A bearer header authenticates only requests without Origin:
 			// a browser page cannot set it, and must not ride on one.
-			if hs.bearer != "" && s.lim.headerAuth && !hs.hasOrigin {
+			if hs.bearer != "" && s.lim().headerAuth && !hs.hasOrigin {
 				p, err := s.opt.Verifier.Verify(hs.bearer)
 				if err != nil {
 					s.m.AuthFailures.WithLabelValues(auth.Reason(err)).Inc()

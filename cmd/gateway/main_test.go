@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mcpgate/gateway/config"
 )
 
 // TestHelpEverywhere: --help and -h on every command print its usage to
@@ -77,5 +79,23 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReloadableLimitsExist: every setting a reload applies names a real
+// setting (setting panics otherwise), and the comparison sees a change.
+func TestReloadableLimitsExist(t *testing.T) {
+	for _, p := range reloadableLimits {
+		a, b := config.Default(), config.Default()
+		setting(a, p) // panics for a misspelt path
+		if d := differing(a, b); len(d) != 0 {
+			t.Fatalf("two defaults differ: %v", d)
+		}
+	}
+	a, b := config.Default(), config.Default()
+	b.Limits.IdleTimeout *= 2
+	b.Limits.MaxMessageBytes *= 2
+	if d := strings.Join(differing(a, b), ","); d != "limits.max_message_bytes,limits.idle_timeout" && d != "limits.idle_timeout,limits.max_message_bytes" {
+		t.Fatalf("differing = %s", d)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -95,6 +96,17 @@ func (r *reloader) apply() reloadResult {
 		r.cur.Origins = next.Origins
 		res.Applied = append(res.Applied, "origins")
 	}
+	var limits []string
+	for _, p := range reloadableLimits {
+		if setting(r.cur, p).Interface() != setting(next, p).Interface() {
+			setting(r.cur, p).Set(setting(next, p))
+			limits = append(limits, p)
+		}
+	}
+	if len(limits) > 0 {
+		r.srv.SetLimits(r.cur)
+		res.Applied = append(res.Applied, limits...)
+	}
 	res.RestartRequired = differing(r.cur, next)
 	if len(res.RestartRequired) > 0 {
 		res.Result = "partial"
@@ -102,8 +114,43 @@ func (r *reloader) apply() reloadResult {
 	return res
 }
 
-// differing names the settings (top-level sections, auth's fields) whose
-// new value is not the running one.
+// reloadableLimits are the limits a reload applies to the running reactor
+// (reactor.Server.SetLimits): per message and per deadline on every
+// connection at once, and to new ones. The others sized buffers and
+// structures at start (message, header and buffer sizes, prefixes, the
+// handshake and per-subject limiters).
+var reloadableLimits = []string{
+	"auth.timeout", "auth.header",
+	"limits.handshake_timeout", "limits.idle_timeout", "limits.ping_interval", "limits.message_timeout",
+	"limits.write_buffer_bytes", "limits.max_connections", "limits.max_connections_per_ip", "limits.max_pending_auth",
+	"ratelimit.per_connection", "ratelimit.frames_per_connection",
+}
+
+// setting is the field of c at a YAML path of two parts ("limits.idle_timeout").
+func setting(c *config.Config, path string) reflect.Value {
+	v := reflect.ValueOf(c).Elem()
+	for _, key := range strings.Split(path, ".") {
+		v = fieldByTag(v, key)
+	}
+	return v
+}
+
+func fieldByTag(v reflect.Value, key string) reflect.Value {
+	t := v.Type()
+	for i := range t.NumField() {
+		if t.Field(i).Tag.Get("yaml") == key {
+			return v.Field(i)
+		}
+	}
+	panic("reload: no setting " + key) // reloadableLimits names only real settings (TestReloadableLimitsExist)
+}
+
+// sectioned are the sections whose settings are compared one by one, as
+// some of them are reloadable and the others are not.
+var sectioned = map[string]bool{"auth": true, "limits": true, "ratelimit": true}
+
+// differing names the settings (top-level sections, and the settings of
+// auth, limits and ratelimit) whose new value is not the running one.
 func differing(cur, next *config.Config) []string {
 	var out []string
 	cv, nv := reflect.ValueOf(cur).Elem(), reflect.ValueOf(next).Elem()
@@ -114,16 +161,15 @@ func differing(cur, next *config.Config) []string {
 		if !f.IsExported() || tag == "" || tag == "-" {
 			continue
 		}
-		if f.Name == "Auth" {
-			at := f.Type
-			for j := range at.NumField() {
-				af := at.Field(j)
-				atag := af.Tag.Get("yaml")
-				if atag == "" || atag == "-" {
+		if sectioned[tag] {
+			st := f.Type
+			for j := range st.NumField() {
+				stag := st.Field(j).Tag.Get("yaml")
+				if stag == "" || stag == "-" {
 					continue
 				}
 				if !reflect.DeepEqual(cv.Field(i).Field(j).Interface(), nv.Field(i).Field(j).Interface()) {
-					out = append(out, "auth."+atag)
+					out = append(out, tag+"."+stag)
 				}
 			}
 			continue
