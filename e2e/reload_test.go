@@ -197,3 +197,81 @@ func TestReloadWithoutDrops(t *testing.T) {
 		t.Fatalf("4th message under a reloaded limit of 3: %s, want close 1008", last)
 	}
 }
+
+// TestReloadRoutesAndUpstreams (SPEC 12): a reload that adds an upstream
+// and points a route at it starts the upstream, serves new connections on
+// the new route at once, and drains the connections still on the old one
+// (-31000 to their requests, then 1001 once quiet) without dropping any
+// request; the upstream no route uses any more is closed after them.
+func TestReloadRoutesAndUpstreams(t *testing.T) {
+	g := startGatewayCmd(t, nil, with("upstreams", `
+  - {name: demo, type: builtin}`), with("routes", `
+  - {path: /mcp, upstream: demo}`))
+	must(t, os.WriteFile(filepath.Join(g.Dir, "worker.py"), []byte(traceWorker), 0o600))
+	old := g.authed(t, aliceToken)
+	old.sendText(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"a"}}}`)
+	if got := old.readText(); !strings.Contains(got, "Echo: a") {
+		t.Fatalf("builtin before the reload: %s", got)
+	}
+
+	cfgPath := filepath.Join(g.Dir, "gateway.yaml")
+	orig, err := os.ReadFile(cfgPath)
+	must(t, err)
+	next := strings.Replace(string(orig), "- {name: demo, type: builtin}",
+		"- {name: demo, type: builtin}\n  - {name: py, type: stdio, command: [\"python3\", \"worker.py\"], max: 2}", 1)
+	next = strings.Replace(next, "- {path: /mcp, upstream: demo}", "- {path: /mcp, upstream: py}\n  - {path: /old, upstream: demo}", 1)
+	must(t, os.WriteFile(cfgPath, []byte(next), 0o600))
+	resp, body := adminCall(t, g, "POST", "/admin/reload", adminToken)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"routes"`) {
+		t.Fatalf("reload: %s %s", resp.Status, body)
+	}
+
+	// New connections on /mcp reach the new upstream.
+	fresh := g.authed(t, aliceToken)
+	fresh.sendText(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{},"_meta":{"k":"v"}}}`)
+	if got := fresh.readText(); !strings.Contains(got, `"meta"`) {
+		t.Fatalf("/mcp after the reload: %s, want the stdio worker's answer", got)
+	}
+	// The connection on the old route is drained: its requests are
+	// answered (a result or -31000) and it closes 1001 once quiet.
+	deadline := time.Now().Add(10 * time.Second)
+	for id := 10; ; id++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection on the replaced route was not drained")
+		}
+		old.sendText(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, id))
+		got := old.readText()
+		if strings.Contains(got, `"code":-31000`) {
+			break
+		}
+		if got != fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{}}`, id) {
+			t.Fatalf("old route, request %d: %s", id, got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	old.expectClose(1001, "", 10*time.Second)
+	// demo still serves /old: a route uses it.
+	o := authOver(t, g.raw(t, "/old"), aliceToken)
+
+	// A second reload removes /old and demo: the connection on it is
+	// drained, then demo is closed (retired).
+	must(t, os.WriteFile(cfgPath, []byte(strings.Replace(strings.Replace(next, "\n  - {path: /old, upstream: demo}", "", 1),
+		"- {name: demo, type: builtin}\n  ", "", 1)), 0o600))
+	if resp, body := adminCall(t, g, "POST", "/admin/reload", adminToken); resp.StatusCode != 200 {
+		t.Fatalf("second reload: %s %s", resp.Status, body)
+	}
+	if r := g.raw(t, "/old"); r.resp.StatusCode != 404 {
+		t.Fatalf("/old after its removal: %s", r.resp.Status)
+	}
+	o.sendText(`{"jsonrpc":"2.0","id":99,"method":"ping"}`)
+	if got := o.readText(); !strings.Contains(got, `"code":-31000`) && got != `{"jsonrpc":"2.0","id":99,"result":{}}` {
+		t.Fatalf("/old while draining: %s", got)
+	}
+	o.expectClose(1001, "", 10*time.Second)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(g.Logs(), `"upstream retired by reload","upstream":"demo"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("demo not closed after its last connection; logs:\n%s", g.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -388,7 +388,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	}
 	if !c.relayRoom(requests, len(msg)) {
 		// Asking faster than it reads: refused like a busy upstream.
-		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
+		s.m.UpstreamErrors.WithLabelValues(s.route(c.sess.RouteIdx).Upstream.Name(), "busy").Inc()
 		return c.refuseMsg(msg, &env, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))
 	}
 	c.inflight.Add(requests)
@@ -397,7 +397,7 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 	if err := c.up.Send(buf); err != nil {
 		upstream.PutBuffer(buf) // not taken: the caller keeps it (upstream.Session)
 		c.inflight.Add(-requests)
-		s.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "busy").Inc()
+		s.m.UpstreamErrors.WithLabelValues(s.route(c.sess.RouteIdx).Upstream.Name(), "busy").Inc()
 		return c.refuseMsg(msg, &env, mcp.CodeUpstreamUnavailable, "Upstream unavailable", retryAfterMS(time.Second))
 	}
 	s.m.MessagesIn.Inc()
@@ -408,9 +408,9 @@ func (c *conn) onText(msg []byte, now int64) gnet.Action {
 func (c *conn) authenticated(now int64, subject string) bool {
 	s := c.srv
 	s.table.SetSubject(&c.sess, subject) // before Open: pools share by subject
-	up, err := s.opt.Routes[c.sess.RouteIdx].Upstream.Open(c)
+	up, err := s.route(c.sess.RouteIdx).Upstream.Open(c)
 	if err != nil {
-		c.srv.m.UpstreamErrors.WithLabelValues(s.opt.Routes[c.sess.RouteIdx].Upstream.Name(), "open").Inc()
+		c.srv.m.UpstreamErrors.WithLabelValues(s.route(c.sess.RouteIdx).Upstream.Name(), "open").Inc()
 		c.fail(ws.StatusCode(1013), "No worker available")
 		return false
 	}
@@ -418,6 +418,7 @@ func (c *conn) authenticated(now int64, subject string) bool {
 	c.inline, _ = up.(upstream.Inline)
 	c.sess.State = session.Open
 	c.authed.Store(true)
+	s.routeUse[c.sess.RouteIdx].Add(1)
 	if c.pending {
 		c.pending = false
 		s.pending.Add(-1)
@@ -426,7 +427,7 @@ func (c *conn) authenticated(now int64, subject string) bool {
 	c.sess.LastSeen = now
 	c.sess.Deadline.Store(now + s.lim().ping)
 	s.log.Info("conn open", "remote", c.sess.Remote.String(), "subject", subject,
-		"route", s.opt.Routes[c.sess.RouteIdx].Path, "session", c.sess.ID())
+		"route", s.route(c.sess.RouteIdx).Path, "session", c.sess.ID())
 	return true
 }
 

@@ -47,8 +47,8 @@ func (s *Server) Connections(ctx context.Context, subject string) (list []sessio
 				MessagesIn:  c.sess.MsgsIn,
 				MessagesOut: c.sess.MsgsOut.Load(),
 			}
-			if c.sess.State != session.Handshake && int(c.sess.RouteIdx) < len(s.opt.Routes) {
-				in.Route = s.opt.Routes[c.sess.RouteIdx].Path
+			if c.sess.State != session.Handshake && true {
+				in.Route = s.route(c.sess.RouteIdx).Path
 			}
 			out <- snap{info: in, ok: true}
 			return nil

@@ -115,7 +115,8 @@ type Server struct {
 	denialLog logSampler // per-subject denials: one line a second
 	addrs     []string
 	origins   atomic.Pointer[originSet] // SetOrigins swaps it (reload)
-	routes    map[string]int
+	routing   atomic.Pointer[routeTable] // SetRoutes swaps it (reload)
+	routeUse  [maxRoutes]atomic.Int64    // authenticated connections per route (UsesUpstream)
 	log       *slog.Logger
 	m         *metrics.Metrics
 	table     *session.Table
@@ -160,7 +161,6 @@ func New(o Options) (*Server, error) {
 		log:       o.Log,
 		m:         o.Metrics,
 		table:     o.Table,
-		routes:    make(map[string]int),
 		ipConns:   make(map[netip.Addr]int32),
 		engReady:  make(chan struct{}),
 		stopped:   make(chan struct{}),
@@ -182,12 +182,14 @@ func New(o Options) (*Server, error) {
 	l.asyncCap = l.maxHeader + int(l.maxPreAuth) + 2*14 + 17<<10
 	s.limp.Store(s.reloadable(l, c))
 	s.SetOrigins(c.Origins)
-	if len(o.Routes) > 255 {
+	if len(o.Routes) > maxRoutes {
 		return nil, errors.New("reactor: at most 255 routes")
 	}
+	rt := &routeTable{list: append([]Route(nil), o.Routes...), byPath: make(map[string]int, len(o.Routes))}
 	for i, r := range o.Routes {
-		s.routes[r.Path] = i
+		rt.byPath[r.Path] = i
 	}
+	s.routing.Store(rt)
 	s.held = frame.NewBudget(max(int64(c.Limits.MaxBufferedBytes), l.maxMsg))
 	hr := c.RateLimit.HandshakesPerIP
 	s.ipRate = ratelimit.NewIPLimiter(ratelimit.Limit{N: hr.Count, Window: time.Duration(hr.Window)})
@@ -239,7 +241,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
 	s.bootDescriptors(eng)
 	close(s.engReady)
-	s.log.Info("listening", "addrs", strings.Join(s.opt.Config.Listen, ","), "path_routes", len(s.opt.Routes))
+	s.log.Info("listening", "addrs", strings.Join(s.opt.Config.Listen, ","), "path_routes", len(s.routing.Load().byPath))
 	return gnet.None
 }
 
@@ -577,6 +579,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c.dead.Store(true)
 	if c.rebalanced {
 		s.reconnecting.Add(-1)
+	}
+	if c.authed.Load() {
+		s.routeUse[c.sess.RouteIdx].Add(-1)
 	}
 	s.table.Remove(&c.sess)
 	s.releaseAdmission(c)

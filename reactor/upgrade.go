@@ -115,7 +115,7 @@ func (s *Server) upgrade(head []byte, ticketChecked bool, ticketSubject string) 
 			if i := bytes.IndexByte(path, '?'); i >= 0 {
 				path = path[:i]
 			}
-			idx, ok := s.routes[string(path)]
+			idx, ok := s.routing.Load().byPath[string(path)]
 			if !ok {
 				return ws.RejectConnectionError(ws.RejectionStatus(404))
 			}

@@ -2,16 +2,19 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mcpgate/gateway/auth"
 	"github.com/mcpgate/gateway/config"
 	"github.com/mcpgate/gateway/metrics"
 	"github.com/mcpgate/gateway/reactor"
+	"github.com/mcpgate/gateway/upstream"
 )
 
 // swapVerifier is the reactor's Verifier: the current authenticator, which
@@ -40,6 +43,14 @@ type reloader struct {
 	// The -log-format and -log-level flags, which override the file's log
 	// section at start and again in every reloaded file.
 	logFormat, logLevel string
+	ups                 *upstreamSet
+	build               func(config.Upstream) (upstream.Upstream, error)
+}
+
+// retireGrace bounds how long a retired upstream waits for its drained
+// connections before it is closed anyway (the drain's own bound).
+func (r *reloader) retireGrace() time.Duration {
+	return max(time.Duration(r.cur.DrainTimeout), time.Second)
 }
 
 // reloadResult is what POST /admin/reload answers.
@@ -84,12 +95,67 @@ func (r *reloader) apply() reloadResult {
 	if err != nil {
 		return reloadResult{Result: "invalid", Error: err.Error()}
 	}
+	// Upstreams new or changed since the running config are started now: one
+	// that cannot start refuses the reload (and what was started is closed).
+	routesChanged := !reflect.DeepEqual(next.Upstreams, r.cur.Upstreams) || !reflect.DeepEqual(next.Routes, r.cur.Routes)
+	var started []upstream.Upstream
+	byName := map[string]upstream.Upstream{}
+	if routesChanged {
+		for _, u := range next.Upstreams {
+			if r.ups.same(u) {
+				byName[u.Name] = r.ups.byName[u.Name]
+				continue
+			}
+			up, err := r.build(u)
+			if err != nil {
+				for _, s := range started {
+					_ = s.Close()
+				}
+				return reloadResult{Result: "invalid", Error: fmt.Sprintf("upstreams: %q: %v", u.Name, err)}
+			}
+			started = append(started, up)
+			byName[u.Name] = up
+		}
+		routes := make([]reactor.Route, 0, len(next.Routes))
+		for _, rt := range next.Routes {
+			routes = append(routes, reactor.Route{Path: rt.Path, Upstream: byName[rt.Upstream]})
+		}
+		retired, err := r.srv.SetRoutes(routes)
+		if err != nil {
+			for _, s := range started {
+				_ = s.Close()
+			}
+			return reloadResult{Result: "invalid", Error: err.Error()}
+		}
+		r.ups.mu.Lock()
+		for name, u := range r.ups.byName { // dropped from the file without a route: nothing to drain
+			if byName[name] != u && !containsUpstream(retired, u) {
+				retired = append(retired, u)
+			}
+		}
+		for _, u := range retired {
+			r.ups.retired[u] = true
+		}
+		r.ups.byName, r.ups.cfg = byName, map[string]config.Upstream{}
+		for _, u := range next.Upstreams {
+			r.ups.cfg[u.Name] = u
+		}
+		r.ups.mu.Unlock()
+		for _, u := range retired {
+			go r.closeWhenDrained(u)
+		}
+		r.cur.Upstreams, r.cur.Routes = next.Upstreams, next.Routes
+		r.cur.Path = next.Path // the default route's path
+	}
 	// Valid: from here on nothing can fail.
 	if r.revoked != nil {
 		a.SetRevoked(r.revoked)
 	}
 	r.verifier.p.Store(a)
 	res := reloadResult{Result: "ok", Applied: []string{"auth.static_tokens_file", "auth.jwt"}}
+	if routesChanged {
+		res.Applied = append(res.Applied, "upstreams", "routes")
+	}
 	r.cur.Auth.StaticTokensFile, r.cur.Auth.JWT = next.Auth.StaticTokensFile, next.Auth.JWT
 	if !reflect.DeepEqual(next.Origins, r.cur.Origins) {
 		r.srv.SetOrigins(next.Origins)
@@ -179,4 +245,28 @@ func differing(cur, next *config.Config) []string {
 		}
 	}
 	return out
+}
+
+// closeWhenDrained closes an upstream no route uses any more once its
+// connections (asked to reconnect by SetRoutes) are gone, or after the
+// drain's bound.
+func (r *reloader) closeWhenDrained(u upstream.Upstream) {
+	deadline := time.Now().Add(r.retireGrace() + 2*time.Second)
+	for r.srv.UsesUpstream(u) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.ups.mu.Lock()
+	delete(r.ups.retired, u)
+	r.ups.mu.Unlock()
+	_ = u.Close()
+	r.log.Info("upstream retired by reload", "upstream", u.Name())
+}
+
+func containsUpstream(list []upstream.Upstream, u upstream.Upstream) bool {
+	for _, x := range list {
+		if x == u {
+			return true
+		}
+	}
+	return false
 }

@@ -114,34 +114,29 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fdsDone := make(chan struct{})
 	defer close(fdsDone)
 	go fds.Run(fdsDone)
-	ups := map[string]upstream.Upstream{}
-	for _, u := range cfg.Upstreams {
+	build := func(u config.Upstream) (upstream.Upstream, error) {
 		switch u.Type {
 		case "builtin":
-			b := builtin.New(u.Name, u.Workers, u.QueueDepth, builtin.WithMetrics(m), builtin.WithLogger(log))
-			ups[u.Name] = b
-			defer b.Close()
+			return builtin.New(u.Name, u.Workers, u.QueueDepth, builtin.WithMetrics(m), builtin.WithLogger(log)), nil
 		case "stdio":
-			st, err := stdio.New(u, m, log, stdio.WithDescriptors(fds))
-			if err != nil {
-				return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
-			}
-			ups[u.Name] = st
-			defer st.Close()
+			return stdio.New(u, m, log, stdio.WithDescriptors(fds))
 		case "http":
-			h, err := httpup.New(u, m, log, httpup.WithDescriptors(fds))
-			if err != nil {
-				return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
-			}
-			ups[u.Name] = h
-			defer h.Close()
-		default:
-			return &exitError{2, fmt.Errorf("upstreams: %q: unknown type %q", u.Name, u.Type)}
+			return httpup.New(u, m, log, httpup.WithDescriptors(fds))
 		}
+		return nil, fmt.Errorf("unknown type %q", u.Type)
+	}
+	ups := newUpstreamSet()
+	defer ups.closeAll() // reloads may have added some: all of them
+	for _, u := range cfg.Upstreams {
+		up, err := build(u)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("upstreams: %q: %w", u.Name, err)}
+		}
+		ups.add(u, up)
 	}
 	routes := make([]reactor.Route, 0, len(cfg.Routes))
 	for _, r := range cfg.Routes {
-		routes = append(routes, reactor.Route{Path: r.Path, Upstream: ups[r.Upstream]})
+		routes = append(routes, reactor.Route{Path: r.Path, Upstream: ups.byName[r.Upstream]})
 	}
 	// Shared state: Redis when configured, else this node's memory.
 	var rdb *redis.Client
@@ -225,7 +220,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	var adm *admin.Server
 	snapshot := *cfg // what runs; reloads compare the file with it
 	rl := &reloader{path: *path, cur: &snapshot, verifier: verifier, revoked: revoker.IsRevoked,
-		srv: srv, m: m, log: log, logFormat: *logFormat, logLevel: *logLevel}
+		srv: srv, m: m, log: log, logFormat: *logFormat, logLevel: *logLevel, ups: ups, build: build}
 	if cfg.Admin.Listen != "" {
 		var token string
 		if cfg.Admin.TokenFile != "" {
