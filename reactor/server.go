@@ -114,7 +114,7 @@ type Server struct {
 
 	denialLog logSampler // per-subject denials: one line a second
 	addrs     []string
-	origins   atomic.Pointer[originSet] // SetOrigins swaps it (reload)
+	origins   atomic.Pointer[originSet]  // SetOrigins swaps it (reload)
 	routing   atomic.Pointer[routeTable] // SetRoutes swaps it (reload)
 	routeUse  [maxRoutes]atomic.Int64    // authenticated connections per route (UsesUpstream)
 	log       *slog.Logger
