@@ -141,8 +141,9 @@ func (r *reloader) apply() reloadResult {
 			r.ups.cfg[u.Name] = u
 		}
 		r.ups.mu.Unlock()
+		grace := r.retireGrace() // read under r.mu, not from the goroutines
 		for _, u := range retired {
-			go r.closeWhenDrained(u)
+			go r.closeWhenDrained(u, grace)
 		}
 		r.cur.Upstreams, r.cur.Routes = next.Upstreams, next.Routes
 		r.cur.Path = next.Path // the default route's path
@@ -250,8 +251,8 @@ func differing(cur, next *config.Config) []string {
 // closeWhenDrained closes an upstream no route uses any more once its
 // connections (asked to reconnect by SetRoutes) are gone, or after the
 // drain's bound.
-func (r *reloader) closeWhenDrained(u upstream.Upstream) {
-	deadline := time.Now().Add(r.retireGrace() + 2*time.Second)
+func (r *reloader) closeWhenDrained(u upstream.Upstream, grace time.Duration) {
+	deadline := time.Now().Add(grace + 2*time.Second)
 	for r.srv.UsesUpstream(u) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
