@@ -53,7 +53,8 @@ func TestMainRefusesRemoteTarget(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("--worker without the parent: exit %d", code)
 	}
-	if Main([]string{"-h"}, &out, &errb) != 0 || !strings.Contains(errb.String(), "open loop") {
-		t.Fatal("help")
+	out.Reset()
+	if Main([]string{"-h"}, &out, &errb) != 0 || !strings.Contains(out.String(), "open loop") {
+		t.Fatal("help: usage on stdout (SPEC 12)")
 	}
 }
