@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -44,16 +44,9 @@ func adminCall(t *testing.T, g *gateway, method, path, token string) (*http.Resp
 	resp, err := http.DefaultClient.Do(req)
 	must(t, err)
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp, []byte(b.String())
+	body, err := io.ReadAll(resp.Body)
+	must(t, err)
+	return resp, body
 }
 
 // TestAdminConnections (SPEC 12): GET /admin/connections lists the open
