@@ -128,7 +128,7 @@ func (r *reloader) apply() reloadResult {
 			return reloadResult{Result: "invalid", Error: err.Error()}
 		}
 		r.ups.mu.Lock()
-		for name, u := range r.ups.byName { // dropped from the file without a route: nothing to drain
+		for name, u := range r.ups.byName { // not kept (dropped or rebuilt) and not returned by SetRoutes (no route used it)
 			if byName[name] != u && !containsUpstream(retired, u) {
 				retired = append(retired, u)
 			}
